@@ -168,7 +168,7 @@ impl Dim {
         dims.into_iter().fold(Dim::lit(1), |acc, d| acc.mul(d))
     }
 
-    /// The size under `env`: it must be a positive whole number.
+    /// The size under `env`: it must be a whole number ≥ 0 (offsets may be 0).
     pub fn eval(&self, env: &DimEnv) -> Result<i64> {
         let mut total = Ratio::int(0);
         for (m, r) in &self.terms {
@@ -187,9 +187,9 @@ impl Dim {
             }
             total = total.add(term);
         }
-        if total.den != 1 || total.num <= 0 {
+        if total.den != 1 || total.num < 0 {
             return Err(Error::new(format!(
-                "dimension `{self}` is not a positive whole number for these sizes ({}/{})",
+                "dimension `{self}` is not a whole number ≥ 0 for these sizes ({}/{})",
                 total.num, total.den
             )));
         }

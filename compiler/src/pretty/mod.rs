@@ -128,6 +128,7 @@ pub fn formulas(g: &Graph, outputs: &[(String, ValueId)], style: Style) -> Strin
     // Choose what gets a line, and its name, in id order.
     let mut names = render::Names::new(style);
     let mut bound: Vec<ValueId> = Vec::new();
+    let mut labelled: BTreeSet<ValueId> = BTreeSet::new();
     for id in g.ids().filter(|id| live[id.index()]) {
         let form = g.node(id).op.form();
         if form == Form::Transparent {
@@ -146,10 +147,11 @@ pub fn formulas(g: &Graph, outputs: &[(String, ValueId)], style: Style) -> Strin
             // An output used nowhere else is printed under its label only.
             if is_output && uses[id.index()] == 0 {
                 names.assign_label(id, output_of[&id]);
+                labelled.insert(id);
             } else {
                 names.assign(id, &base);
+                bound.push(id);
             }
-            bound.push(id);
         }
     }
 
@@ -162,7 +164,9 @@ pub fn formulas(g: &Graph, outputs: &[(String, ValueId)], style: Style) -> Strin
         let id = visible(g, *id);
         let name = names.get(id).map(str::to_string);
         match name {
-            Some(n) if n == *label => {}
+            Some(_) if labelled.contains(&id) => {
+                lines.push(format!("{} = {}", render::label(label, style), printer.expr_of(id)))
+            }
             Some(n) => lines.push(format!("{} = {n}", render::label(label, style))),
             None => lines.push(format!("{} = {}", render::label(label, style), printer.render(id).text)),
         }
