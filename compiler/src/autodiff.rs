@@ -70,9 +70,21 @@ pub fn backward(g: &mut Graph, seeds: &[(ValueId, ValueId)], wrt: &[ValueId]) ->
     let mut total: BTreeMap<ValueId, ValueId> = BTreeMap::new();
     for id in (0..n_forward as u32).rev().map(ValueId) {
         let Some(parts) = contributions.remove(&id) else { continue };
-        let mut sum = parts[0];
-        for &p in &parts[1..] {
-            sum = g.add(sum, p)?;
+        // The same contribution k times (x ⊙ x gives G ⊙ x twice) is k·c, not c + c.
+        let mut counted: Vec<(ValueId, u32)> = Vec::new();
+        for p in parts {
+            match counted.iter_mut().find(|(c, _)| *c == p) {
+                Some(entry) => entry.1 += 1,
+                None => counted.push((p, 1)),
+            }
+        }
+        let mut terms = Vec::new();
+        for (c, k) in counted {
+            terms.push(g.scale(c, Scalar::num(k as f64))?);
+        }
+        let mut sum = terms[0];
+        for &t in &terms[1..] {
+            sum = g.add(sum, t)?;
         }
         if let Some(name) = g.display_name(id) {
             let name = format!("d{name}");

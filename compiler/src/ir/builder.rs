@@ -1,10 +1,12 @@
 //! Typed constructors for every primitive op (`g.matmul(x, w)`), used by the library,
 //! the adjoint rules and the front end.
 //!
-//! Besides naming the ops, the constructors fold the handful of identities that are
+//! Besides naming the ops, the constructors fold (never through a value the graph
+//! names, so the formulas keep every named step) the handful of identities that are
 //! pure bookkeeping and can never cost anything: a permute of a permute is one permute
 //! (so the adjoint of `Kᵀ` is not `(Gᵀ)ᵀ`), an identity permute or reshape is nothing,
-//! scaling by 1 is nothing, scales compose. Real algebra is the e-graph's job.
+//! scaling by 1 is nothing, scales compose, a scaled or broadcast constant is a constant,
+//! and `(X·Y)ᵀ` is `Yᵀ·Xᵀ`. Real algebra is the e-graph's job.
 
 use crate::dim::Dim;
 use crate::error::Result;
@@ -22,7 +24,9 @@ impl Graph {
         self.apply(Op::Matmul, &[a, b])
     }
 
-    /// `aᵀ`: swaps the last two axes.
+    /// `aᵀ`: swaps the last two axes. `(X·Y)ᵀ` is built as `Yᵀ·Xᵀ`: the same product
+    /// with its operands read transposed, which costs nothing and reads as the
+    /// textbook writes it (seed 004: `∂L/∂K = Gᵀ·Q`).
     pub fn transpose(&mut self, a: ValueId) -> Result<ValueId> {
         let rank = self.shape(a).rank();
         if rank < 2 {
@@ -39,8 +43,19 @@ impl Graph {
         if perm.iter().enumerate().all(|(i, &p)| i == p) && perm.len() == self.shape(a).rank() {
             return Ok(a);
         }
+        let n = perm.len();
+        let swaps_last_two = n >= 2
+            && perm[..n - 2].iter().enumerate().all(|(i, &p)| i == p)
+            && (perm[n - 2], perm[n - 1]) == (n - 1, n - 2);
+        if swaps_last_two && let (Op::Matmul, None) = (&self.node(a).op, &self.node(a).name) {
+            let (x, y) = (self.node(a).inputs[0], self.node(a).inputs[1]);
+            let (yt, xt) = (self.transpose(y)?, self.transpose(x)?);
+            return self.matmul(yt, xt);
+        }
         let node = self.node(a);
+        // A named permute (`K_h`, the heads) stays, so formulas can say `K_hᵀ`.
         if let Op::Layout(Layout::Permute(inner)) = &node.op
+            && node.name.is_none()
             && inner.len() == perm.len()
             && perm.iter().all(|&p| p < inner.len())
         {
@@ -56,7 +71,7 @@ impl Graph {
             return Ok(a);
         }
         let node = self.node(a);
-        if let Op::Layout(Layout::Reshape(_)) = node.op {
+        if let (Op::Layout(Layout::Reshape(_)), None) = (&node.op, &node.name) {
             let src = node.inputs[0];
             return self.reshape(src, shape);
         }
@@ -77,6 +92,13 @@ impl Graph {
 
     /// Inserts a new axis `axis` of `size`, repeating `a` along it.
     pub fn broadcast(&mut self, a: ValueId, axis: usize, size: Dim) -> Result<ValueId> {
+        if let Op::Source(Source::Fill { value, shape }) = &self.node(a).op
+            && axis <= shape.rank()
+        {
+            let (value, mut shape) = (value.clone(), shape.clone());
+            shape.0.insert(axis, size);
+            return self.fill(value, shape);
+        }
         self.apply(Op::Layout(Layout::Broadcast { axis, size }), &[a])
     }
 
@@ -116,9 +138,13 @@ impl Graph {
         if c.is_one() {
             return Ok(a);
         }
-        if let Op::Pointwise(Pointwise::Scale(inner)) = &self.node(a).op {
+        if let (Op::Pointwise(Pointwise::Scale(inner)), None) = (&self.node(a).op, &self.node(a).name) {
             let (c, src) = (inner.mul(&c), self.node(a).inputs[0]);
             return self.scale(src, c);
+        }
+        if let Op::Source(Source::Fill { value, shape }) = &self.node(a).op {
+            let (value, shape) = (value.mul(&c), shape.clone());
+            return self.fill(value, shape);
         }
         self.pw(Pointwise::Scale(c), &[a])
     }

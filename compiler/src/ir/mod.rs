@@ -222,9 +222,14 @@ impl Graph {
     }
 
     /// Names `id` for the printer (the first name given wins, so a library's name for a
-    /// value is not overwritten by a later, more generic one).
+    /// value is not overwritten by a later, more generic one). Constants are shared by
+    /// hash-consing and always print as their value, so they take no name.
     pub fn name(&mut self, id: ValueId, name: &str) -> ValueId {
-        let slot = &mut self.nodes[id.index()].name;
+        let node = &mut self.nodes[id.index()];
+        if matches!(node.op, Op::Source(Source::Fill { .. })) {
+            return id;
+        }
+        let slot = &mut node.name;
         if slot.is_none() {
             *slot = Some(name.to_string());
         }

@@ -78,8 +78,8 @@ pub fn build(layers: usize) -> Result<Gpt> {
     let tok_emb = g.gather(wte, tokens)?;
     let pos_emb = g.broadcast(wpe, 0, b.clone())?;
     let x = g.add(tok_emb, pos_emb)?;
-    let mut x = g.reshape(x, Shape::new([bt.clone(), d.clone()]))?;
     g.name(x, "x");
+    let mut x = g.reshape(x, Shape::new([bt.clone(), d.clone()]))?;
     for (ln1, qkvo, ln2, (w1, b1), (w2, b2)) in blocks {
         let t1 = layernorm(&mut g, x, ln1.0, ln1.1, EPS)?;
         g.name(t1, "t¹");
@@ -101,6 +101,7 @@ pub fn build(layers: usize) -> Result<Gpt> {
         let pre = linear(&mut g, t4, w1, b1)?;
         g.name(pre, "U");
         let act = g.gelu(pre)?;
+        g.name(act, "Φ");
         let t5 = linear(&mut g, act, w2, b2)?;
         x = g.add(t5, t3)?;
         g.name(x, "h");

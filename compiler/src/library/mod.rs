@@ -36,7 +36,7 @@ pub fn softmax(g: &mut Graph, s: ValueId) -> Result<ValueId> {
     let axis = last_axis(g, s, "softmax")?;
     let z = shift_by_max(g, s, axis)?;
     let e = g.exp(z)?;
-    g.name(e, "E");
+    g.name(e, "e");
     let total = g.sum(e, axis)?;
     g.name(total, "s");
     let total = g.expand_as(total, axis, e)?;
@@ -77,6 +77,7 @@ pub fn layernorm(g: &mut Graph, x: ValueId, gamma: ValueId, beta: ValueId, eps: 
     let sq = g.mul(centred, centred)?;
     let sq_sum = g.sum(sq, axis)?;
     let var = g.scale(sq_sum, Scalar::inv(&width))?;
+    g.name(var, "var");
     let var_eps = g.shift(var, Scalar::named("ε", eps))?;
     let sigma = g.sqrt(var_eps)?;
     g.name(sigma, "σ");
@@ -127,11 +128,12 @@ pub fn attention_head(g: &mut Graph, q: ValueId, k: ValueId, v: ValueId, causal:
     let dk = g.shape(q).0.last().cloned().unwrap_or_default();
     let kt = g.transpose(k)?;
     let qk = g.matmul(q, kt)?;
+    g.name(qk, "S");
     let mut scores = g.scale(qk, Scalar::inv_sqrt(&dk))?;
     if causal {
         scores = g.causal_mask(scores, Scalar::num(f64::NEG_INFINITY))?;
     }
-    g.name(scores, "S");
+    g.name(scores, "S'");
     let probs = softmax(g, scores)?;
     g.name(probs, "A");
     let out = g.matmul(probs, v)?;
@@ -166,11 +168,13 @@ pub fn multi_head_attention(
         bail!("multi_head_attention: cannot split {d} columns into {heads} heads");
     };
     g.alias_dim(dk.clone(), "d_k");
+    // [B*T, D] → [B, H, T, d_k]: head c is columns c·d_k .. (c+1)·d_k.
     let split = |g: &mut Graph, y: ValueId, name: &str| -> Result<ValueId> {
         g.name(y, name);
         let four = crate::ir::Shape::new([b.clone(), t.clone(), heads.clone(), dk.clone()]);
         let y = g.reshape(y, four)?;
-        g.permute(y, &[0, 2, 1, 3])
+        let y = g.permute(y, &[0, 2, 1, 3])?;
+        Ok(g.name(y, &format!("{name}_h")))
     };
     let q = linear(g, x, w.wq, w.bq)?;
     let q = split(g, q, "Q")?;
@@ -179,7 +183,9 @@ pub fn multi_head_attention(
     let v = linear(g, x, w.wv, w.bv)?;
     let v = split(g, v, "V")?;
     let heads_out = attention_head(g, q, k, v, true)?;
+    // [B, H, T, d_k] → [B, T, H, d_k] → [B*T, D]: the heads side by side per token.
     let merged = g.permute(heads_out, &[0, 2, 1, 3])?;
+    g.name(merged, "O_cat");
     let merged = g.reshape(merged, crate::ir::Shape::new([b.mul(t), d]))?;
     linear(g, merged, w.wo, w.bo)
 }

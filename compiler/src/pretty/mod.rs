@@ -125,6 +125,15 @@ pub fn formulas(g: &Graph, outputs: &[(String, ValueId)], style: Style) -> Strin
         .map(|(label, id)| (visible(g, *id), label.as_str()))
         .collect();
 
+    // A name given to a reshape or broadcast of a value (`dQ` is the reshape of the
+    // heads' gradient) names the value the reader sees.
+    let mut wrapper_name: BTreeMap<ValueId, &str> = BTreeMap::new();
+    for id in g.ids().filter(|id| live[id.index()] || g.node(*id).op.form() == Form::Transparent) {
+        if let (Form::Transparent, Some(n)) = (g.node(id).op.form(), g.node(id).name.as_deref()) {
+            wrapper_name.entry(visible(g, id)).or_insert(n);
+        }
+    }
+
     // Choose what gets a line, and its name, in id order.
     let mut names = render::Names::new(style);
     let mut bound: Vec<ValueId> = Vec::new();
@@ -135,14 +144,16 @@ pub fn formulas(g: &Graph, outputs: &[(String, ValueId)], style: Style) -> Strin
             continue;
         }
         if is_atomic(&form) {
-            if let Some(n) = g.display_name(id) {
+            if let (Form::Leaf, Some(n)) = (&form, g.display_name(id)) {
                 names.assign_leaf(id, n);
             }
             continue;
         }
-        let named = g.node(id).name.as_deref();
+        let named = g.node(id).name.as_deref().or(wrapper_name.get(&id).copied());
         let is_output = output_of.contains_key(&id);
-        if uses[id.index()] >= 2 || named.is_some() || is_output {
+        // A bare transpose is as short as a name: it is never worth a line.
+        let shared = uses[id.index()] >= 2 && form != Form::Transpose;
+        if shared || named.is_some() || is_output {
             let base = named.map(str::to_string).unwrap_or_else(|| fallback_name(g, id));
             // An output used nowhere else is printed under its label only.
             if is_output && uses[id.index()] == 0 {

@@ -114,9 +114,9 @@ pub fn name(text: &str, style: Style) -> String {
         Some((b, s)) => (b, format!("_{{{}}}", latex_chars(s))),
         None => (text, String::new()),
     };
-    let letters = base.chars().filter(|c| *c != '\u{302}').count();
+    let letters = base.chars().filter(|c| c.is_alphabetic()).count();
     let body = latex_chars(base);
-    let body = if letters > 1 && !base.chars().all(|c| "μσγβεαδ".contains(c)) {
+    let body = if letters > 1 && !base.chars().all(|c| "μσγβεαδΦ".contains(c)) {
         format!("\\mathrm{{{body}}}")
     } else {
         body
@@ -141,6 +141,12 @@ fn latex_chars(s: &str) -> String {
             'γ' => out.push_str("\\gamma "),
             'β' => out.push_str("\\beta "),
             'ε' => out.push_str("\\varepsilon "),
+            'Φ' => out.push_str("\\Phi "),
+            '²' => out.push_str("^{2}"),
+            '¹' => out.push_str("^{1}"),
+            '³' => out.push_str("^{3}"),
+            '⁴' => out.push_str("^{4}"),
+            '⁵' => out.push_str("^{5}"),
             'ᵀ' => out.push_str("^\\top "),
             '.' => out.push_str("."),
             _ => out.push(c),
@@ -222,6 +228,8 @@ impl<'a> Printer<'a> {
                 Style::Unicode => "−∞".to_string(),
                 Style::Latex => "-\\infty".to_string(),
             }
+        } else if self.style == Style::Unicode && s.coef < 0.0 {
+            format!("−{}", -s.coef)
         } else {
             format!("{}", s.coef)
         };
@@ -270,7 +278,12 @@ impl<'a> Printer<'a> {
         let uni = style == Style::Unicode;
         match node.op.form() {
             Form::Leaf => atom(self.names.get(id).map(str::to_string).unwrap_or_else(|| "?".into())),
-            Form::Const(c) => atom(self.scalar(&c)),
+            Form::Const(c) => {
+                let text = self.scalar(&c);
+                // `−1/N` must not read as `−(1/N ⊙ Y)` or `1/(N ⊙ Y)`.
+                let compound = text.contains(['/', '−', '-', '·']) || text.starts_with("\\frac");
+                Doc { text, prec: if compound { PROD } else { ATOM }, infix: None }
+            }
             Form::Transparent => self.render(ins[0]),
             Form::Infix(op) => {
                 let (l, r) = (self.render(ins[0]), self.render(ins[1]));
