@@ -93,20 +93,12 @@ pub fn backward(g: &mut Graph, seeds: &[(ValueId, ValueId)], wrt: &[ValueId]) ->
         total.insert(id, sum);
 
         let node = g.node(id).clone();
-        let needs: Vec<bool> = node
-            .inputs
-            .iter()
-            .map(|&i| active(i) && g.ty(i).dtype == DType::F32)
-            .collect();
+        let needs: Vec<bool> =
+            node.inputs.iter().map(|&i| active(i) && g.ty(i).dtype == DType::F32).collect();
         if !needs.iter().any(|&n| n) {
             continue;
         }
-        let args = AdjointArgs {
-            out: id,
-            inputs: &node.inputs,
-            grad: sum,
-            needs: &needs,
-        };
+        let args = AdjointArgs { out: id, inputs: &node.inputs, grad: sum, needs: &needs };
         let adjoints = node.op.adjoint(g, &args)?;
         for ((&input, adjoint), need) in node.inputs.iter().zip(adjoints).zip(&needs) {
             if let (Some(a), true) = (adjoint, need) {

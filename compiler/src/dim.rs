@@ -37,10 +37,7 @@ impl Ratio {
         assert!(den != 0, "Ratio with zero denominator");
         let sign = if den < 0 { -1 } else { 1 };
         let g = gcd(num, den);
-        Ratio {
-            num: sign * num / g,
-            den: sign * den / g,
-        }
+        Ratio { num: sign * num / g, den: sign * den / g }
     }
     pub fn int(n: i64) -> Ratio {
         Ratio { num: n, den: 1 }
@@ -73,9 +70,7 @@ impl Dim {
     pub fn sym(name: &str) -> Dim {
         let mut m = Monomial::new();
         m.insert(name.to_string(), 1);
-        Dim {
-            terms: BTreeMap::from([(m, Ratio::int(1))]),
-        }
+        Dim { terms: BTreeMap::from([(m, Ratio::int(1))]) }
     }
 
     /// A fixed size.
@@ -124,9 +119,7 @@ impl Dim {
         if r.is_zero() {
             return Dim::default();
         }
-        Dim {
-            terms: self.terms.iter().map(|(m, c)| (m.clone(), c.mul(r))).collect(),
-        }
+        Dim { terms: self.terms.iter().map(|(m, c)| (m.clone(), c.mul(r))).collect() }
     }
 
     pub fn mul(&self, other: &Dim) -> Dim {
@@ -142,9 +135,7 @@ impl Dim {
                         m.insert(s.clone(), new);
                     }
                 }
-                out = out.add(&Dim {
-                    terms: BTreeMap::from([(m, ra.mul(*rb))]),
-                });
+                out = out.add(&Dim { terms: BTreeMap::from([(m, ra.mul(*rb))]) });
             }
         }
         out
@@ -158,9 +149,7 @@ impl Dim {
         }
         let (m, r) = other.terms.iter().next()?;
         let inv: Monomial = m.iter().map(|(s, e)| (s.clone(), -e)).collect();
-        Some(self.mul(&Dim {
-            terms: BTreeMap::from([(inv, r.recip())]),
-        }))
+        Some(self.mul(&Dim { terms: BTreeMap::from([(inv, r.recip())]) }))
     }
 
     /// The product of a list of dims (an element count); `1` for none.
@@ -174,9 +163,9 @@ impl Dim {
         for (m, r) in &self.terms {
             let mut term = *r;
             for (s, e) in m {
-                let v = *env.get(s).ok_or_else(|| {
-                    Error::new(format!("dimension `{s}` has no size bound (in `{self}`)"))
-                })?;
+                let v = *env
+                    .get(s)
+                    .ok_or_else(|| Error::new(format!("dimension `{s}` has no size bound (in `{self}`)")))?;
                 if v <= 0 {
                     return Err(Error::new(format!("dimension `{s}` = {v} is not positive")));
                 }

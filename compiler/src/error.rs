@@ -14,9 +14,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(message: impl Into<String>) -> Error {
-        Error {
-            message: message.into(),
-        }
+        Error { message: message.into() }
     }
 }
 

@@ -24,9 +24,7 @@ pub struct Scalar {
 
 impl PartialEq for Scalar {
     fn eq(&self, o: &Scalar) -> bool {
-        self.coef.to_bits() == o.coef.to_bits()
-            && self.factors == o.factors
-            && self.symbol == o.symbol
+        self.coef.to_bits() == o.coef.to_bits() && self.factors == o.factors && self.symbol == o.symbol
     }
 }
 impl Eq for Scalar {}
@@ -40,19 +38,12 @@ impl Hash for Scalar {
 
 impl Scalar {
     pub fn num(coef: f64) -> Scalar {
-        Scalar {
-            coef,
-            factors: Vec::new(),
-            symbol: None,
-        }
+        Scalar { coef, factors: Vec::new(), symbol: None }
     }
 
     /// A number printed as a symbol, e.g. `Scalar::named("ε", 1e-5)`.
     pub fn named(symbol: &'static str, coef: f64) -> Scalar {
-        Scalar {
-            symbol: Some(symbol),
-            ..Scalar::num(coef)
-        }
+        Scalar { symbol: Some(symbol), ..Scalar::num(coef) }
     }
 
     /// `1/dim`, e.g. the factor of a mean over `dim`.
@@ -97,11 +88,7 @@ impl Scalar {
     }
 
     pub fn neg(&self) -> Scalar {
-        Scalar {
-            coef: -self.coef,
-            factors: self.factors.clone(),
-            symbol: None,
-        }
+        Scalar { coef: -self.coef, factors: self.factors.clone(), symbol: None }
     }
 
     pub fn is_one(&self) -> bool {

@@ -117,10 +117,14 @@ fn cases() -> Vec<(&'static str, Build)> {
         ("relu", |g| unary(g, |g, x| g.relu(x).unwrap(), false)),
         ("gelu", |g| unary(g, |g, x| g.gelu(x).unwrap(), false)),
         ("step_times", |g| {
-            binary(g, |g, x, y| {
-                let st = g.step(x).unwrap();
-                g.mul(st, y).unwrap()
-            }, false)
+            binary(
+                g,
+                |g, x, y| {
+                    let st = g.step(x).unwrap();
+                    g.mul(st, y).unwrap()
+                },
+                false,
+            )
         }),
         ("sum_rows", |g| unary(g, |g, x| g.sum(x, 0).unwrap(), false)),
         ("sum_cols", |g| unary(g, |g, x| g.sum(x, 1).unwrap(), false)),
@@ -128,10 +132,14 @@ fn cases() -> Vec<(&'static str, Build)> {
         ("max", |g| unary(g, |g, x| g.max(x, 1).unwrap(), false)),
         ("max_axis0", |g| unary(g, |g, x| g.max(x, 0).unwrap(), false)),
         ("argmax_mask_times", |g| {
-            binary(g, |g, x, y| {
-                let m = g.argmax_mask(x, 1).unwrap();
-                g.mul(m, y).unwrap()
-            }, false)
+            binary(
+                g,
+                |g, x, y| {
+                    let m = g.argmax_mask(x, 1).unwrap();
+                    g.mul(m, y).unwrap()
+                },
+                false,
+            )
         }),
         ("gather", |g| {
             let (n, m, k, v) = dims();
@@ -186,11 +194,8 @@ fn every_primitive_adjoint_matches_finite_differences() {
             let r = g.data("R", g.shape(case.out).clone()).unwrap();
             let weighted = g.mul(case.out, r).unwrap();
             let loss = g.sum_all(weighted).unwrap();
-            let bounds: BTreeMap<&str, usize> = case
-                .index_bound
-                .iter()
-                .map(|(n, d)| (*n, env[&d.to_string()] as usize))
-                .collect();
+            let bounds: BTreeMap<&str, usize> =
+                case.index_bound.iter().map(|(n, d)| (*n, env[&d.to_string()] as usize)).collect();
             let mut rng = Rng::new(sizes.iter().sum::<i64>() as u64);
             let feeds = random_feeds(&g, &env, &mut rng, &case.positive, &bounds);
             let err = check_gradients(&mut g, &env, &feeds, loss, &case.wrt, None, TOL);

@@ -22,7 +22,11 @@ fn shape(names: &[&str]) -> Shape {
 }
 
 /// Checks `Σ f(inputs) ⊙ R` for a random `R` on every size set.
-fn check(build: impl Fn(&mut Graph) -> (ValueId, Vec<ValueId>), envs: &[DimEnv], index_bounds: &[(&str, &str)]) {
+fn check(
+    build: impl Fn(&mut Graph) -> (ValueId, Vec<ValueId>),
+    envs: &[DimEnv],
+    index_bounds: &[(&str, &str)],
+) {
     for (k, env) in envs.iter().enumerate() {
         let mut g = Graph::new();
         let (out, wrt) = build(&mut g);
@@ -33,7 +37,8 @@ fn check(build: impl Fn(&mut Graph) -> (ValueId, Vec<ValueId>), envs: &[DimEnv],
             let w = g.mul(out, r).unwrap();
             g.sum_all(w).unwrap()
         };
-        let bounds: BTreeMap<&str, usize> = index_bounds.iter().map(|(n, d)| (*n, env[*d] as usize)).collect();
+        let bounds: BTreeMap<&str, usize> =
+            index_bounds.iter().map(|(n, d)| (*n, env[*d] as usize)).collect();
         let mut rng = Rng::new(100 + k as u64);
         let feeds = random_feeds(&g, env, &mut rng, &[], &bounds);
         check_gradients(&mut g, env, &feeds, loss, &wrt, None, TOL);
@@ -46,73 +51,95 @@ fn row_envs() -> Vec<DimEnv> {
 
 #[test]
 fn softmax() {
-    check(|g| {
-        let s = g.param("S", shape(&["N", "D"])).unwrap();
-        (library::softmax(g, s).unwrap(), vec![s])
-    }, &row_envs(), &[]);
+    check(
+        |g| {
+            let s = g.param("S", shape(&["N", "D"])).unwrap();
+            (library::softmax(g, s).unwrap(), vec![s])
+        },
+        &row_envs(),
+        &[],
+    );
 }
 
 #[test]
 fn log_softmax() {
-    check(|g| {
-        let s = g.param("S", shape(&["N", "D"])).unwrap();
-        (library::log_softmax(g, s).unwrap(), vec![s])
-    }, &row_envs(), &[]);
+    check(
+        |g| {
+            let s = g.param("S", shape(&["N", "D"])).unwrap();
+            (library::log_softmax(g, s).unwrap(), vec![s])
+        },
+        &row_envs(),
+        &[],
+    );
 }
 
 #[test]
 fn layernorm() {
-    check(|g| {
-        let x = g.param("X", shape(&["N", "D"])).unwrap();
-        let gamma = g.param("γ", shape(&["D"])).unwrap();
-        let beta = g.param("β", shape(&["D"])).unwrap();
-        (library::layernorm(g, x, gamma, beta, 1e-5).unwrap(), vec![x, gamma, beta])
-    }, &row_envs(), &[]);
+    check(
+        |g| {
+            let x = g.param("X", shape(&["N", "D"])).unwrap();
+            let gamma = g.param("γ", shape(&["D"])).unwrap();
+            let beta = g.param("β", shape(&["D"])).unwrap();
+            (library::layernorm(g, x, gamma, beta, 1e-5).unwrap(), vec![x, gamma, beta])
+        },
+        &row_envs(),
+        &[],
+    );
 }
 
 #[test]
 fn cross_entropy() {
-    check(|g| {
-        let z = g.param("Z", shape(&["N", "D"])).unwrap();
-        let y = g.index_input("y", shape(&["N"])).unwrap();
-        (library::cross_entropy(g, z, y).unwrap(), vec![z])
-    }, &row_envs(), &[("y", "D")]);
+    check(
+        |g| {
+            let z = g.param("Z", shape(&["N", "D"])).unwrap();
+            let y = g.index_input("y", shape(&["N"])).unwrap();
+            (library::cross_entropy(g, z, y).unwrap(), vec![z])
+        },
+        &row_envs(),
+        &[("y", "D")],
+    );
 }
 
 #[test]
 fn causal_attention_head() {
     let envs = vec![env(&[("T", 1), ("K", 3)]), env(&[("T", 5), ("K", 4)]), env(&[("T", 9), ("K", 7)])];
-    check(|g| {
-        let q = g.param("Q", shape(&["T", "K"])).unwrap();
-        let k = g.param("K", shape(&["T", "K"])).unwrap();
-        let v = g.param("V", shape(&["T", "K"])).unwrap();
-        (library::attention_head(g, q, k, v, true).unwrap(), vec![q, k, v])
-    }, &envs, &[]);
+    check(
+        |g| {
+            let q = g.param("Q", shape(&["T", "K"])).unwrap();
+            let k = g.param("K", shape(&["T", "K"])).unwrap();
+            let v = g.param("V", shape(&["T", "K"])).unwrap();
+            (library::attention_head(g, q, k, v, true).unwrap(), vec![q, k, v])
+        },
+        &envs,
+        &[],
+    );
 }
 
 #[test]
 fn multi_head_attention() {
-    let envs = vec![
-        env(&[("B", 1), ("T", 3), ("D", 6), ("H", 3)]),
-        env(&[("B", 2), ("T", 5), ("D", 8), ("H", 2)]),
-    ];
-    check(|g| {
-        let (b, t, h) = (Dim::sym("B"), Dim::sym("T"), Dim::sym("H"));
-        let x = g.param("X", Shape::new([b.mul(&t), Dim::sym("D")])).unwrap();
-        let mut p = |n: &str, s: &[&str]| g.param(n, shape(s)).unwrap();
-        let w = MhaWeights {
-            wq: p("W_q", &["D", "D"]),
-            bq: p("b_q", &["D"]),
-            wk: p("W_k", &["D", "D"]),
-            bk: p("b_k", &["D"]),
-            wv: p("W_v", &["D", "D"]),
-            bv: p("b_v", &["D"]),
-            wo: p("W_o", &["D", "D"]),
-            bo: p("b_o", &["D"]),
-        };
-        let wrt = vec![x, w.wq, w.bq, w.wk, w.bk, w.wv, w.bv, w.wo, w.bo];
-        (library::multi_head_attention(g, x, &w, (&b, &t), &h).unwrap(), wrt)
-    }, &envs, &[]);
+    let envs =
+        vec![env(&[("B", 1), ("T", 3), ("D", 6), ("H", 3)]), env(&[("B", 2), ("T", 5), ("D", 8), ("H", 2)])];
+    check(
+        |g| {
+            let (b, t, h) = (Dim::sym("B"), Dim::sym("T"), Dim::sym("H"));
+            let x = g.param("X", Shape::new([b.mul(&t), Dim::sym("D")])).unwrap();
+            let mut p = |n: &str, s: &[&str]| g.param(n, shape(s)).unwrap();
+            let w = MhaWeights {
+                wq: p("W_q", &["D", "D"]),
+                bq: p("b_q", &["D"]),
+                wk: p("W_k", &["D", "D"]),
+                bk: p("b_k", &["D"]),
+                wv: p("W_v", &["D", "D"]),
+                bv: p("b_v", &["D"]),
+                wo: p("W_o", &["D", "D"]),
+                bo: p("b_o", &["D"]),
+            };
+            let wrt = vec![x, w.wq, w.bq, w.wk, w.bk, w.wv, w.bv, w.wo, w.bo];
+            (library::multi_head_attention(g, x, &w, (&b, &t), &h).unwrap(), wrt)
+        },
+        &envs,
+        &[],
+    );
 }
 
 /// The whole 2-layer GPT with tied embeddings: every parameter, at sampled coordinates

@@ -19,11 +19,8 @@ fn derive(g: &mut Graph, out: ValueId, wrt: &[ValueId]) -> String {
         let upstream = g.data("G", g.shape(out).clone()).unwrap();
         autodiff::backward(g, &[(out, upstream)], wrt).unwrap()
     };
-    let outputs: Vec<(String, ValueId)> = wrt
-        .iter()
-        .zip(grads)
-        .map(|(&w, gw)| (format!("∂L/∂{}", g.display_name(w).unwrap()), gw))
-        .collect();
+    let outputs: Vec<(String, ValueId)> =
+        wrt.iter().zip(grads).map(|(&w, gw)| (format!("∂L/∂{}", g.display_name(w).unwrap()), gw)).collect();
     let uni = pretty::formulas(g, &outputs, Style::Unicode);
     let tex = pretty::formulas(g, &outputs, Style::Latex);
     format!("{uni}\n--- LaTeX ---\n{tex}")

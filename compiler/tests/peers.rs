@@ -22,16 +22,25 @@ fn load(path: &Path) -> BTreeMap<String, Tensor> {
         let data = view.data();
         let t = match view.dtype() {
             Dtype::F32 => Tensor::Real(
-                ArrayD::from_shape_vec(shape, data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect())
-                    .unwrap(),
+                ArrayD::from_shape_vec(
+                    shape,
+                    data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+                )
+                .unwrap(),
             ),
             Dtype::F64 => Tensor::Real(
-                ArrayD::from_shape_vec(shape, data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect())
-                    .unwrap(),
+                ArrayD::from_shape_vec(
+                    shape,
+                    data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+                )
+                .unwrap(),
             ),
             Dtype::I32 => Tensor::Index(
-                ArrayD::from_shape_vec(shape, data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect())
-                    .unwrap(),
+                ArrayD::from_shape_vec(
+                    shape,
+                    data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
+                )
+                .unwrap(),
             ),
             other => panic!("{name}: unexpected dtype {other:?}"),
         };

@@ -76,10 +76,7 @@ pub struct ValueType {
 
 impl ValueType {
     pub fn f32(shape: Shape) -> ValueType {
-        ValueType {
-            dtype: DType::F32,
-            shape,
-        }
+        ValueType { dtype: DType::F32, shape }
     }
 }
 
@@ -166,12 +163,7 @@ impl Graph {
         let ty = op.infer(&in_types)?;
         let id = ValueId(self.nodes.len() as u32);
         self.interned.insert((op.clone(), inputs.clone()), id);
-        self.nodes.push(Node {
-            op,
-            inputs,
-            ty,
-            name: None,
-        });
+        self.nodes.push(Node { op, inputs, ty, name: None });
         Ok(id)
     }
 
@@ -180,11 +172,7 @@ impl Graph {
         if self.find_input(name).is_some() {
             bail!("input `{name}` is declared twice");
         }
-        let op = Op::Source(Source::Input {
-            name: name.to_string(),
-            role,
-            ty,
-        });
+        let op = Op::Source(Source::Input { name: name.to_string(), role, ty });
         self.apply(op, &[])
     }
 
@@ -200,15 +188,13 @@ impl Graph {
 
     /// An index-valued data input (token ids, targets).
     pub fn index_input(&mut self, name: &str, shape: Shape) -> Result<ValueId> {
-        let ty = ValueType {
-            dtype: DType::Index,
-            shape,
-        };
+        let ty = ValueType { dtype: DType::Index, shape };
         self.input(name, Role::Data, ty)
     }
 
     pub fn find_input(&self, name: &str) -> Option<ValueId> {
-        self.ids().find(|&id| matches!(&self.node(id).op, Op::Source(Source::Input { name: n, .. }) if n == name))
+        self.ids()
+            .find(|&id| matches!(&self.node(id).op, Op::Source(Source::Input { name: n, .. }) if n == name))
     }
 
     /// Every declared input, in declaration order, with its name and role.

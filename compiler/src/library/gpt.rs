@@ -52,7 +52,9 @@ pub fn build(layers: usize) -> Result<Gpt> {
     let wpe = param(&mut g, "wpe".into(), "P", None, vec![t.clone(), d.clone()])?;
     let mut blocks = Vec::new();
     for i in 0..layers {
-        let mut p = |name: &str, pretty: &str, shape: Vec<Dim>| param(&mut g, format!("h{i}.{name}"), pretty, Some(i), shape);
+        let mut p = |name: &str, pretty: &str, shape: Vec<Dim>| {
+            param(&mut g, format!("h{i}.{name}"), pretty, Some(i), shape)
+        };
         let ln1 = (p("ln1.g", "γ_1", vec![d.clone()])?, p("ln1.b", "β_1", vec![d.clone()])?);
         let mut qkvo = Vec::new();
         for w in ["q", "k", "v", "o"] {
@@ -114,12 +116,5 @@ pub fn build(layers: usize) -> Result<Gpt> {
     let flat_targets = g.reshape(targets, Shape::new([bt]))?;
     let loss = cross_entropy(&mut g, logits, flat_targets)?;
     g.name(loss, "L");
-    Ok(Gpt {
-        graph: g,
-        loss,
-        logits,
-        params,
-        tokens,
-        targets,
-    })
+    Ok(Gpt { graph: g, loss, logits, params, tokens, targets })
 }

@@ -84,7 +84,8 @@ pub fn layernorm(g: &mut Graph, x: ValueId, gamma: ValueId, beta: ValueId, eps: 
     let sigma_b = g.expand_as(sigma, axis, x)?;
     let xhat = g.div(centred, sigma_b)?;
     g.name(xhat, "x̂");
-    let (gamma_b, beta_b) = (broadcast_rows(g, gamma, &shape.0[..axis])?, broadcast_rows(g, beta, &shape.0[..axis])?);
+    let (gamma_b, beta_b) =
+        (broadcast_rows(g, gamma, &shape.0[..axis])?, broadcast_rows(g, beta, &shape.0[..axis])?);
     let scaled = g.mul(xhat, gamma_b)?;
     g.add(scaled, beta_b)
 }

@@ -106,9 +106,10 @@ impl IndexOp {
                 let mut shape = idx.shape().to_vec();
                 shape.extend_from_slice(&table.shape()[1..]);
                 let flat: Vec<f64> = picked.iter().flat_map(|row| row.iter().copied()).collect();
-                Ok(Tensor::Real(ArrayD::from_shape_vec(shape, flat).map_err(|e| {
-                    crate::error::Error::new(format!("gather: {e}"))
-                })?))
+                Ok(Tensor::Real(
+                    ArrayD::from_shape_vec(shape, flat)
+                        .map_err(|e| crate::error::Error::new(format!("gather: {e}")))?,
+                ))
             }
             IndexOp::ScatterAdd { rows } => {
                 let (vals, idx) = (ins[0].real(op)?, ins[1].index(op)?);
@@ -124,9 +125,10 @@ impl IndexOp {
                         out[r * row_len + j] += flat[k * row_len + j];
                     }
                 }
-                Ok(Tensor::Real(ArrayD::from_shape_vec(shape, out).map_err(|e| {
-                    crate::error::Error::new(format!("scatter_add: {e}"))
-                })?))
+                Ok(Tensor::Real(
+                    ArrayD::from_shape_vec(shape, out)
+                        .map_err(|e| crate::error::Error::new(format!("scatter_add: {e}")))?,
+                ))
             }
             IndexOp::OneHot { depth } => {
                 let idx = ins[0].index(op)?;
@@ -138,9 +140,10 @@ impl IndexOp {
                 for (k, &h) in hot.iter().enumerate() {
                     out[k * depth + h] = 1.0;
                 }
-                Ok(Tensor::Real(ArrayD::from_shape_vec(shape, out).map_err(|e| {
-                    crate::error::Error::new(format!("one_hot: {e}"))
-                })?))
+                Ok(Tensor::Real(
+                    ArrayD::from_shape_vec(shape, out)
+                        .map_err(|e| crate::error::Error::new(format!("one_hot: {e}")))?,
+                ))
             }
         }
     }

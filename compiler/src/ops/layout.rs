@@ -81,8 +81,8 @@ impl Layout {
                 let mut s = x.clone();
                 for other in &ins[1..] {
                     let o = &other.shape;
-                    let same_rest = o.rank() == x.rank()
-                        && (0..x.rank()).all(|i| i == *axis || o.0[i] == x.0[i]);
+                    let same_rest =
+                        o.rank() == x.rank() && (0..x.rank()).all(|i| i == *axis || o.0[i] == x.0[i]);
                     if !same_rest || other.dtype != dtype {
                         bail!("concat: {x} and {o} differ outside axis {axis}");
                     }
@@ -141,13 +141,11 @@ impl Layout {
         let err = |e: ndarray::ShapeError| Error::new(format!("{op}: {e}"));
         match ins[0] {
             Tensor::Real(x) => {
-                let parts: Vec<&ArrayD<f64>> =
-                    ins.iter().map(|t| t.real(&op)).collect::<Result<_>>()?;
+                let parts: Vec<&ArrayD<f64>> = ins.iter().map(|t| t.real(&op)).collect::<Result<_>>()?;
                 Ok(Tensor::Real(self.eval_array(env, x, &parts, 0.0).map_err(err)?))
             }
             Tensor::Index(x) => {
-                let parts: Vec<&ArrayD<i64>> =
-                    ins.iter().map(|t| t.index(&op)).collect::<Result<_>>()?;
+                let parts: Vec<&ArrayD<i64>> = ins.iter().map(|t| t.index(&op)).collect::<Result<_>>()?;
                 Ok(Tensor::Index(self.eval_array(env, x, &parts, 0).map_err(err)?))
             }
         }
@@ -211,16 +209,12 @@ impl Layout {
             }
             // Math treats `[B, T, D]` and `[B*T, D]` as the same matrix of rows.
             Layout::Reshape(_) | Layout::Broadcast { .. } => Form::Transparent,
-            Layout::Slice { axis, start, len } => Form::Slice {
-                axis: *axis,
-                start: start.clone(),
-                len: len.clone(),
-            },
-            Layout::Pad { axis, before, after } => Form::Pad {
-                axis: *axis,
-                before: before.clone(),
-                after: after.clone(),
-            },
+            Layout::Slice { axis, start, len } => {
+                Form::Slice { axis: *axis, start: start.clone(), len: len.clone() }
+            }
+            Layout::Pad { axis, before, after } => {
+                Form::Pad { axis: *axis, before: before.clone(), after: after.clone() }
+            }
             Layout::Concat { .. } => Form::Concat,
         }
     }

@@ -51,8 +51,7 @@ fn as_batches(a: &ArrayD<f64>) -> Result<Array3<f64>> {
     let (r, c) = (s[s.len() - 2], s[s.len() - 1]);
     let batch: usize = s[..s.len() - 2].iter().product();
     let flat = a.as_standard_layout().into_owned();
-    flat.into_shape_with_order((batch, r, c))
-        .map_err(|e| crate::error::Error::new(format!("matmul: {e}")))
+    flat.into_shape_with_order((batch, r, c)).map_err(|e| crate::error::Error::new(format!("matmul: {e}")))
 }
 
 pub fn eval(ins: &[&Tensor]) -> Result<Tensor> {

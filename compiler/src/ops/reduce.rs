@@ -13,10 +13,16 @@ use crate::pretty::Form;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Reduce {
-    Sum { axis: usize },
-    Max { axis: usize },
+    Sum {
+        axis: usize,
+    },
+    Max {
+        axis: usize,
+    },
     /// 1 at the first maximal entry along `axis`, 0 elsewhere; shape kept.
-    ArgmaxMask { axis: usize },
+    ArgmaxMask {
+        axis: usize,
+    },
 }
 
 impl Reduce {

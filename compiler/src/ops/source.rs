@@ -10,11 +10,7 @@ use crate::scalar::Scalar;
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Source {
     /// A value fed from outside: a parameter or a data input.
-    Input {
-        name: String,
-        role: Role,
-        ty: ValueType,
-    },
+    Input { name: String, role: Role, ty: ValueType },
     /// A tensor with every element `value`.
     Fill { value: Scalar, shape: Shape },
 }

@@ -13,7 +13,8 @@ fn escape(s: &str) -> String {
 pub fn dot(g: &Graph, outputs: &[(String, ValueId)]) -> String {
     let roots: Vec<ValueId> = outputs.iter().map(|o| o.1).collect();
     let live = g.ancestors(&roots);
-    let mut out = String::from("digraph adjoint {\n  rankdir=TB;\n  node [fontname=\"monospace\", fontsize=10];\n");
+    let mut out =
+        String::from("digraph adjoint {\n  rankdir=TB;\n  node [fontname=\"monospace\", fontsize=10];\n");
     for id in g.ids().filter(|id| live[id.index()]) {
         let node = g.node(id);
         let (shape, what) = match &node.op {
@@ -26,7 +27,12 @@ pub fn dot(g: &Graph, outputs: &[(String, ValueId)]) -> String {
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
             .join("\\n");
-        let _ = writeln!(out, "  n{} [shape={shape}, label=\"{}\"];", id.0, escape(&label).replace("\\\\n", "\\n"));
+        let _ = writeln!(
+            out,
+            "  n{} [shape={shape}, label=\"{}\"];",
+            id.0,
+            escape(&label).replace("\\\\n", "\\n")
+        );
         for (k, i) in node.inputs.iter().enumerate() {
             let _ = writeln!(out, "  n{} -> n{} [label=\"{k}\"];", i.0, id.0);
         }

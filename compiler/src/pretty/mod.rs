@@ -71,8 +71,16 @@ pub enum Form {
     Permute(Vec<usize>),
     /// Printed as its operand (broadcast, reshape, stop-gradient).
     Transparent,
-    Slice { axis: usize, start: Dim, len: Dim },
-    Pad { axis: usize, before: Dim, after: Dim },
+    Slice {
+        axis: usize,
+        start: Dim,
+        len: Dim,
+    },
+    Pad {
+        axis: usize,
+        before: Dim,
+        after: Dim,
+    },
     Concat,
     /// Sum over an axis: `rowsum`, `colsum` or `Σ_dim`.
     Sum(usize),
@@ -119,11 +127,8 @@ pub fn formulas(g: &Graph, outputs: &[(String, ValueId)], style: Style) -> Strin
             uses[i.index()] += 1;
         }
     }
-    let output_of: BTreeMap<ValueId, &str> = outputs
-        .iter()
-        .rev()
-        .map(|(label, id)| (visible(g, *id), label.as_str()))
-        .collect();
+    let output_of: BTreeMap<ValueId, &str> =
+        outputs.iter().rev().map(|(label, id)| (visible(g, *id), label.as_str())).collect();
 
     // A name given to a reshape or broadcast of a value (`dQ` is the reshape of the
     // heads' gradient) names the value the reader sees.

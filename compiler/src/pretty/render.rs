@@ -22,11 +22,7 @@ pub struct Doc {
 }
 
 fn atom(text: String) -> Doc {
-    Doc {
-        text,
-        prec: ATOM,
-        infix: None,
-    }
+    Doc { text, prec: ATOM, infix: None }
 }
 
 fn paren(d: Doc, need: bool, style: Style) -> String {
@@ -46,11 +42,7 @@ pub struct Names {
 
 impl Names {
     pub fn new(style: Style) -> Names {
-        Names {
-            style,
-            by_id: BTreeMap::new(),
-            taken: BTreeSet::new(),
-        }
+        Names { style, by_id: BTreeMap::new(), taken: BTreeSet::new() }
     }
 
     fn unique(&mut self, base: &str) -> String {
@@ -148,7 +140,6 @@ fn latex_chars(s: &str) -> String {
             '⁴' => out.push_str("^{4}"),
             '⁵' => out.push_str("^{5}"),
             'ᵀ' => out.push_str("^\\top "),
-            '.' => out.push_str("."),
             _ => out.push(c),
         }
         i += 1;
@@ -356,7 +347,11 @@ impl<'a> Printer<'a> {
             Form::Permute(p) => {
                 let order: String = p.iter().map(|a| a.to_string()).collect();
                 let a = self.arg(ins[0]);
-                self.call(&format!("permute₍{order}₎"), &format!("\\operatorname{{permute}}_{{{order}}}"), &[a])
+                self.call(
+                    &format!("permute₍{order}₎"),
+                    &format!("\\operatorname{{permute}}_{{{order}}}"),
+                    &[a],
+                )
             }
             Form::Slice { axis, start, len } => {
                 let x = self.render(ins[0]);
@@ -375,7 +370,11 @@ impl<'a> Printer<'a> {
             }
             Form::Concat => {
                 let parts: Vec<String> = ins.iter().map(|&i| self.arg(i)).collect();
-                atom(if uni { format!("[{}]", parts.join(" | ")) } else { format!("\\left[{}\\right]", parts.join(" \\mid ")) })
+                atom(if uni {
+                    format!("[{}]", parts.join(" | "))
+                } else {
+                    format!("\\left[{}\\right]", parts.join(" \\mid "))
+                })
             }
             Form::Sum(axis) | Form::Max(axis) => {
                 let is_sum = matches!(node.op.form(), Form::Sum(_));

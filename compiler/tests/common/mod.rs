@@ -53,9 +53,8 @@ pub fn random_feeds(
         let t = match g.ty(id).dtype {
             DType::F32 => {
                 let pos = positive.contains(&name);
-                let v: Vec<f64> = (0..n)
-                    .map(|_| if pos { 0.5 + rng.uniform() * 1.5 } else { rng.normal() })
-                    .collect();
+                let v: Vec<f64> =
+                    (0..n).map(|_| if pos { 0.5 + rng.uniform() * 1.5 } else { rng.normal() }).collect();
                 Tensor::Real(ArrayD::from_shape_vec(dims, v).unwrap())
             }
             DType::Index => {
@@ -111,7 +110,9 @@ pub fn check_gradients(
     for (&w, &gw) in wrt.iter().zip(&grads) {
         let name = g.display_name(w).unwrap().to_string();
         let input_name = match &g.node(w).op {
-            adjoint_compiler::ops::Op::Source(adjoint_compiler::ops::Source::Input { name, .. }) => name.clone(),
+            adjoint_compiler::ops::Op::Source(adjoint_compiler::ops::Source::Input { name, .. }) => {
+                name.clone()
+            }
             _ => panic!("wrt must be inputs"),
         };
         let symbolic = values.get(gw).unwrap().real("grad").unwrap().clone();
@@ -134,7 +135,7 @@ pub fn check_gradients(
         let mut fd = Vec::new();
         let mut sym = Vec::new();
         for &i in &picks {
-            let mut at = |delta: f64| {
+            let at = |delta: f64| {
                 let mut f = feeds.clone();
                 let mut arr = base.clone();
                 *arr.iter_mut().nth(i).unwrap() += delta;
@@ -147,7 +148,10 @@ pub fn check_gradients(
         let scale = flat_sym.iter().map(|v| v.abs()).fold(0.0, f64::max).max(0.01 * global_scale).max(1e-12);
         let diff = fd.iter().zip(&sym).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         let err = diff / scale;
-        assert!(err <= tol, "gradient of `{name}`: relative error {err:e} > {tol:e} (fd {fd:?} vs symbolic {sym:?})");
+        assert!(
+            err <= tol,
+            "gradient of `{name}`: relative error {err:e} > {tol:e} (fd {fd:?} vs symbolic {sym:?})"
+        );
         worst = worst.max(err);
     }
     worst
