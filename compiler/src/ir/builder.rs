@@ -82,6 +82,18 @@ impl Graph {
         self.apply(Op::Layout(Layout::Slice { axis, start, len }), &[a])
     }
 
+    /// Splits `axis` into `parts` equal slices (heads, Q/K/V from one product).
+    pub fn split(&mut self, a: ValueId, axis: usize, parts: usize) -> Result<Vec<ValueId>> {
+        let Some(size) = self.shape(a).0.get(axis).cloned() else {
+            // Let the shape rule report the bad axis.
+            return Ok(vec![self.slice(a, axis, Dim::lit(0), Dim::lit(0))?]);
+        };
+        let Some(len) = size.div(&Dim::lit(parts.max(1) as i64)) else {
+            return Err(crate::error::Error::new(format!("split: cannot divide {size} by {parts}")));
+        };
+        (0..parts).map(|k| self.slice(a, axis, len.mul(&Dim::lit(k as i64)), len.clone())).collect()
+    }
+
     pub fn pad(&mut self, a: ValueId, axis: usize, before: Dim, after: Dim) -> Result<ValueId> {
         self.apply(Op::Layout(Layout::Pad { axis, before, after }), &[a])
     }

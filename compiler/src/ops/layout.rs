@@ -56,7 +56,7 @@ impl Layout {
             }
             Layout::Reshape(to) => {
                 if x.numel() != to.numel() {
-                    bail!("reshape: {x} has {} elements but {to} has {}", x.numel(), to.numel());
+                    bail!("reshape: {x} has {} elements but {to} has {} elements", x.numel(), to.numel());
                 }
                 to.clone()
             }
@@ -138,15 +138,14 @@ impl Layout {
 
     pub fn eval(&self, env: &DimEnv, ins: &[&Tensor]) -> Result<Tensor> {
         let op = self.mnemonic();
-        let err = |e: ndarray::ShapeError| Error::new(format!("{op}: {e}"));
         match ins[0] {
             Tensor::Real(x) => {
                 let parts: Vec<&ArrayD<f64>> = ins.iter().map(|t| t.real(&op)).collect::<Result<_>>()?;
-                Ok(Tensor::Real(self.eval_array(env, x, &parts, 0.0).map_err(err)?))
+                Ok(Tensor::Real(self.eval_array(env, x, &parts, 0.0)?))
             }
             Tensor::Index(x) => {
                 let parts: Vec<&ArrayD<i64>> = ins.iter().map(|t| t.index(&op)).collect::<Result<_>>()?;
-                Ok(Tensor::Index(self.eval_array(env, x, &parts, 0).map_err(err)?))
+                Ok(Tensor::Index(self.eval_array(env, x, &parts, 0)?))
             }
         }
     }
@@ -157,25 +156,25 @@ impl Layout {
         x: &ArrayD<T>,
         parts: &[&ArrayD<T>],
         zero: T,
-    ) -> std::result::Result<ArrayD<T>, ndarray::ShapeError> {
-        use ndarray::ErrorKind::IncompatibleShape;
+    ) -> Result<ArrayD<T>> {
+        let op = self.mnemonic();
+        let err = |e: ndarray::ShapeError| Error::new(format!("{op}: {e}"));
         let size = |d: &Dim| d.eval(env).map(|v| v as usize);
-        let shape_err = || ndarray::ShapeError::from_kind(IncompatibleShape);
         Ok(match self {
             Layout::Permute(perm) => x.clone().permuted_axes(perm.clone()).as_standard_layout().into_owned(),
             Layout::Reshape(to) => {
-                let dims = concrete_shape(to, env).map_err(|_| shape_err())?;
-                x.as_standard_layout().into_owned().into_shape_with_order(dims)?
+                let dims = concrete_shape(to, env)?;
+                x.as_standard_layout().into_owned().into_shape_with_order(dims).map_err(err)?
             }
             Layout::Slice { axis, start, len } => {
-                let (s, l) = (size(start).map_err(|_| shape_err())?, size(len).map_err(|_| shape_err())?);
+                let (s, l) = (size(start)?, size(len)?);
                 if s + l > x.shape()[*axis] {
-                    return Err(shape_err());
+                    bail!("{op}: {s}..{} exceeds axis {axis} of size {}", s + l, x.shape()[*axis]);
                 }
                 x.slice_axis(Axis(*axis), Slice::from(s..s + l)).to_owned()
             }
             Layout::Pad { axis, before, after } => {
-                let (b, e) = (size(before).map_err(|_| shape_err())?, size(after).map_err(|_| shape_err())?);
+                let (b, e) = (size(before)?, size(after)?);
                 let mut dims = x.shape().to_vec();
                 dims[*axis] += b + e;
                 let mut out = ArrayD::from_elem(dims, zero);
@@ -185,14 +184,17 @@ impl Layout {
             }
             Layout::Concat { axis } => {
                 let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-                ndarray::concatenate(Axis(*axis), &views)?
+                ndarray::concatenate(Axis(*axis), &views).map_err(err)?
             }
             Layout::Broadcast { axis, size: n } => {
-                let n = size(n).map_err(|_| shape_err())?;
+                let n = size(n)?;
                 let mut dims = x.shape().to_vec();
                 dims.insert(*axis, n);
                 let inserted = x.view().insert_axis(Axis(*axis));
-                inserted.broadcast(dims).ok_or_else(shape_err)?.to_owned()
+                match inserted.broadcast(dims) {
+                    Some(b) => b.to_owned(),
+                    None => bail!("{op}: cannot broadcast shape {:?}", x.shape()),
+                }
             }
         })
     }
