@@ -80,7 +80,7 @@ impl Pointwise {
                 y.shape
             );
         }
-        Ok(ins[0].clone().clone())
+        Ok(ins[0].clone())
     }
 
     fn form_symbol(&self) -> &'static str {
