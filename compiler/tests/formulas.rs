@@ -109,3 +109,17 @@ fn formulas_are_deterministic() {
     };
     assert_eq!(text(), text());
 }
+
+/// The graph picture of the linear layer's joint graph.
+#[test]
+fn linear_layer_dot() {
+    let mut g = Graph::new();
+    let x = g.data("X", shape(&["N", "D"])).unwrap();
+    let w = g.param("W", shape(&["D", "F"])).unwrap();
+    let b = g.param("b", shape(&["F"])).unwrap();
+    let y = library::linear(&mut g, x, w, b).unwrap();
+    let upstream = g.data("G", g.shape(y).clone()).unwrap();
+    let grads = autodiff::backward(&mut g, &[(y, upstream)], &[w, b]).unwrap();
+    let outputs = vec![("∂L/∂W".to_string(), grads[0]), ("∂L/∂b".to_string(), grads[1])];
+    insta::assert_snapshot!(pretty::dot(&g, &outputs));
+}
