@@ -26,13 +26,19 @@ fn derive(g: &mut Graph, out: ValueId, wrt: &[ValueId]) -> String {
     format!("{uni}\n--- LaTeX ---\n{tex}")
 }
 
-#[test]
-fn linear_layer() {
+/// `Y = X·W + b`: the graph and `(Y, W, b, X)`.
+fn linear_graph() -> (Graph, [ValueId; 4]) {
     let mut g = Graph::new();
     let x = g.data("X", shape(&["N", "D"])).unwrap();
     let w = g.param("W", shape(&["D", "F"])).unwrap();
     let b = g.param("b", shape(&["F"])).unwrap();
     let y = library::linear(&mut g, x, w, b).unwrap();
+    (g, [y, w, b, x])
+}
+
+#[test]
+fn linear_layer() {
+    let (mut g, [y, w, b, x]) = linear_graph();
     insta::assert_snapshot!(derive(&mut g, y, &[w, b, x]));
 }
 
@@ -113,11 +119,7 @@ fn formulas_are_deterministic() {
 /// The graph picture of the linear layer's joint graph.
 #[test]
 fn linear_layer_dot() {
-    let mut g = Graph::new();
-    let x = g.data("X", shape(&["N", "D"])).unwrap();
-    let w = g.param("W", shape(&["D", "F"])).unwrap();
-    let b = g.param("b", shape(&["F"])).unwrap();
-    let y = library::linear(&mut g, x, w, b).unwrap();
+    let (mut g, [y, w, b, _]) = linear_graph();
     let upstream = g.data("G", g.shape(y).clone()).unwrap();
     let grads = autodiff::backward(&mut g, &[(y, upstream)], &[w, b]).unwrap();
     let outputs = vec![("∂L/∂W".to_string(), grads[0]), ("∂L/∂b".to_string(), grads[1])];

@@ -11,7 +11,7 @@
 use crate::dim::Dim;
 use crate::error::Result;
 use crate::ir::{Graph, Shape, ValueId};
-use crate::ops::{IndexOp, Layout, Op, Pointwise, Reduce, SelectOp, Source};
+use crate::ops::{IndexOp, Layout, Op, Pointwise, Reduce, SelectOp, Source, swaps_last_two};
 use crate::scalar::Scalar;
 
 impl Graph {
@@ -43,11 +43,9 @@ impl Graph {
         if perm.iter().enumerate().all(|(i, &p)| i == p) && perm.len() == self.shape(a).rank() {
             return Ok(a);
         }
-        let n = perm.len();
-        let swaps_last_two = n >= 2
-            && perm[..n - 2].iter().enumerate().all(|(i, &p)| i == p)
-            && (perm[n - 2], perm[n - 1]) == (n - 1, n - 2);
-        if swaps_last_two && let (Op::Matmul, None) = (&self.node(a).op, &self.node(a).name) {
+        if swaps_last_two(perm)
+            && let (Op::Matmul, None) = (&self.node(a).op, &self.node(a).name)
+        {
             let (x, y) = (self.node(a).inputs[0], self.node(a).inputs[1]);
             let (yt, xt) = (self.transpose(y)?, self.transpose(x)?);
             return self.matmul(yt, xt);

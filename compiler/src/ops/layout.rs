@@ -34,6 +34,14 @@ fn is_perm(perm: &[usize]) -> bool {
     perm.iter().all(|&p| p < perm.len() && !std::mem::replace(&mut seen[p], true))
 }
 
+/// Whether `perm` swaps the last two axes and keeps the rest: a (batched) transpose.
+pub fn swaps_last_two(perm: &[usize]) -> bool {
+    let n = perm.len();
+    n >= 2
+        && perm[..n - 2].iter().enumerate().all(|(i, &p)| i == p)
+        && (perm[n - 2], perm[n - 1]) == (n - 1, n - 2)
+}
+
 impl Layout {
     pub fn arity(&self) -> Option<usize> {
         match self {
@@ -201,14 +209,8 @@ impl Layout {
 
     pub fn form(&self) -> Form {
         match self {
-            Layout::Permute(perm) => {
-                let n = perm.len();
-                let is_transpose = n >= 2
-                    && perm[..n - 2].iter().enumerate().all(|(i, &p)| i == p)
-                    && perm[n - 2] == n - 1
-                    && perm[n - 1] == n - 2;
-                if is_transpose { Form::TRANSPOSE } else { Form::Permute(perm.clone()) }
-            }
+            Layout::Permute(perm) if swaps_last_two(perm) => Form::Transpose,
+            Layout::Permute(perm) => Form::Permute(perm.clone()),
             // Math treats `[B, T, D]` and `[B*T, D]` as the same matrix of rows.
             Layout::Reshape(_) | Layout::Broadcast { .. } => Form::Transparent,
             Layout::Slice { axis, start, len } => {

@@ -20,7 +20,7 @@ mod select;
 mod source;
 
 pub use index::IndexOp;
-pub use layout::Layout;
+pub use layout::{Layout, swaps_last_two};
 pub use pointwise::Pointwise;
 pub use reduce::Reduce;
 pub use select::SelectOp;

@@ -97,7 +97,6 @@ pub enum Form {
 
 impl Form {
     pub const MATMUL: Form = Form::Infix(Infix::Matmul);
-    pub const TRANSPOSE: Form = Form::Transpose;
 }
 
 /// Skips transparent nodes: the value a reader sees.
@@ -199,10 +198,6 @@ fn fallback_name(g: &Graph, id: ValueId) -> String {
         Form::Max(_) => "m".into(),
         Form::Call(Func::Exp) => "e".into(),
         Form::Infix(Infix::Matmul) => "M".into(),
-        Form::Transpose => {
-            let inner = g.node(id).inputs[0];
-            format!("{}ᵀ", g.display_name(inner).unwrap_or("X"))
-        }
         _ => "u".into(),
     }
 }
