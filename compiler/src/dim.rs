@@ -24,7 +24,7 @@ pub struct Ratio {
     den: i64,
 }
 
-fn gcd(a: i64, b: i64) -> i64 {
+fn gcd(a: i128, b: i128) -> i128 {
     let (mut a, mut b) = (a.abs(), b.abs());
     while b != 0 {
         (a, b) = (b, a % b);
@@ -34,10 +34,18 @@ fn gcd(a: i64, b: i64) -> i64 {
 
 impl Ratio {
     pub fn new(num: i64, den: i64) -> Ratio {
+        Ratio::reduce(num as i128, den as i128)
+    }
+
+    /// Lowest terms from wide parts. Sizes this large never occur in a real model; a
+    /// result outside `i64` saturates rather than overflowing (fuzzed model text may
+    /// write `[99999999999 * 99999999999]`, and the compiler must not panic on it).
+    fn reduce(num: i128, den: i128) -> Ratio {
         assert!(den != 0, "Ratio with zero denominator");
         let sign = if den < 0 { -1 } else { 1 };
         let g = gcd(num, den);
-        Ratio { num: sign * num / g, den: sign * den / g }
+        let clamp = |v: i128| v.clamp(-(i64::MAX as i128), i64::MAX as i128) as i64;
+        Ratio { num: clamp(sign * num / g), den: clamp(sign * den / g).max(1) }
     }
     pub fn int(n: i64) -> Ratio {
         Ratio { num: n, den: 1 }
@@ -46,10 +54,12 @@ impl Ratio {
         self.num == 0
     }
     fn add(self, o: Ratio) -> Ratio {
-        Ratio::new(self.num * o.den + o.num * self.den, self.den * o.den)
+        let (a, b, c, d) = (self.num as i128, self.den as i128, o.num as i128, o.den as i128);
+        Ratio::reduce(a.saturating_mul(d).saturating_add(c.saturating_mul(b)), b.saturating_mul(d))
     }
     fn mul(self, o: Ratio) -> Ratio {
-        Ratio::new(self.num * o.num, self.den * o.den)
+        let (a, b, c, d) = (self.num as i128, self.den as i128, o.num as i128, o.den as i128);
+        Ratio::reduce(a.saturating_mul(c), b.saturating_mul(d))
     }
     fn recip(self) -> Ratio {
         Ratio::new(self.den, self.num)

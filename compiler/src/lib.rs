@@ -25,9 +25,11 @@
 pub mod autodiff;
 pub mod dim;
 pub mod error;
+pub mod frontend;
 pub mod interp;
 pub mod ir;
 pub mod library;
 pub mod ops;
 pub mod pretty;
+pub mod program;
 pub mod scalar;

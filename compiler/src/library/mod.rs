@@ -155,38 +155,64 @@ pub struct MhaWeights {
 }
 
 /// Causal multi-head self-attention on `x: [B*T, D]` with `heads` heads of
-/// `d_k = D/heads` columns: the columns of Q, K, V are split into heads, each head
-/// attends, the heads are concatenated back and projected by `W_O`.
+/// `d_k = D/heads` columns: `x` is projected to Q, K and V, the heads attend
+/// ([`heads_attention`]) and the result is projected by `W_O`.
 pub fn multi_head_attention(
     g: &mut Graph,
     x: ValueId,
     w: &MhaWeights,
-    (b, t): (&Dim, &Dim),
+    (_, t): (&Dim, &Dim),
     heads: &Dim,
 ) -> Result<ValueId> {
-    let d = g.shape(x).0.get(1).cloned().unwrap_or_default();
+    let q = linear(g, x, w.wq, w.bq)?;
+    let k = linear(g, x, w.wk, w.bk)?;
+    let v = linear(g, x, w.wv, w.bv)?;
+    let merged = heads_attention(g, [q, k, v], t, heads, true)?;
+    linear(g, merged, w.wo, w.bo)
+}
+
+/// Attention over `heads` heads of already projected `[N, D]` queries, keys and values,
+/// `N = batch·seq`: the columns are split into heads of `d_k = D/heads`, each head
+/// attends within its sequence ([`attention_head`]), and the heads are put back side
+/// by side, `[N, D]`.
+pub fn heads_attention(
+    g: &mut Graph,
+    [q, k, v]: [ValueId; 3],
+    seq: &Dim,
+    heads: &Dim,
+    causal: bool,
+) -> Result<ValueId> {
+    let shape = g.shape(q).clone();
+    if shape.rank() != 2 || g.shape(k) != &shape || g.shape(v) != &shape {
+        bail!(
+            "attention: queries, keys and values must be the same [N, D], got {}, {} and {}",
+            shape,
+            g.shape(k),
+            g.shape(v)
+        );
+    }
+    let (n, d) = (shape.0[0].clone(), shape.0[1].clone());
     let Some(dk) = d.div(heads) else {
-        bail!("multi_head_attention: cannot split {d} columns into {heads} heads");
+        bail!("attention: cannot split {d} columns into {heads} heads");
+    };
+    let Some(batch) = n.div(seq) else {
+        bail!("attention: cannot split {n} rows into sequences of {seq}");
     };
     g.alias_dim(dk.clone(), "d_k");
-    // [B*T, D] → [B, H, T, d_k]: head c is columns c·d_k .. (c+1)·d_k.
+    // [N, D] → [B, H, T, d_k]: head c is columns c·d_k .. (c+1)·d_k.
     let split = |g: &mut Graph, y: ValueId, name: &str| -> Result<ValueId> {
         g.name(y, name);
-        let four = crate::ir::Shape::new([b.clone(), t.clone(), heads.clone(), dk.clone()]);
+        let four = crate::ir::Shape::new([batch.clone(), seq.clone(), heads.clone(), dk.clone()]);
         let y = g.reshape(y, four)?;
         let y = g.permute(y, &[0, 2, 1, 3])?;
         Ok(g.name(y, &format!("{name}_h")))
     };
-    let q = linear(g, x, w.wq, w.bq)?;
     let q = split(g, q, "Q")?;
-    let k = linear(g, x, w.wk, w.bk)?;
     let k = split(g, k, "K")?;
-    let v = linear(g, x, w.wv, w.bv)?;
     let v = split(g, v, "V")?;
-    let heads_out = attention_head(g, q, k, v, true)?;
-    // [B, H, T, d_k] → [B, T, H, d_k] → [B*T, D]: the heads side by side per token.
+    let heads_out = attention_head(g, q, k, v, causal)?;
+    // [B, H, T, d_k] → [B, T, H, d_k] → [N, D]: the heads side by side per token.
     let merged = g.permute(heads_out, &[0, 2, 1, 3])?;
     g.name(merged, "O_cat");
-    let merged = g.reshape(merged, crate::ir::Shape::new([b.mul(t), d]))?;
-    linear(g, merged, w.wo, w.bo)
+    g.reshape(merged, crate::ir::Shape::new([n, d]))
 }
