@@ -202,6 +202,11 @@ impl Dim {
         (syms.next().is_none() && *self == Dim::sym(s)).then_some(s)
     }
 
+    /// The terms as `(num, den, [(symbol, exponent)])`, for code generation.
+    pub fn terms(&self) -> Vec<(i64, i64, Vec<(String, i32)>)> {
+        self.terms.iter().map(|(m, r)| (r.num, r.den, m.iter().map(|(s, e)| (s.clone(), *e)).collect())).collect()
+    }
+
     /// Every symbol this dim mentions.
     pub fn symbols(&self) -> impl Iterator<Item = &str> {
         self.terms.keys().flat_map(|m| m.keys().map(String::as_str))

@@ -23,7 +23,10 @@
 //! ```
 
 pub mod autodiff;
+pub mod backend;
+pub mod build;
 pub mod dim;
+pub mod driver;
 pub mod error;
 pub mod frontend;
 pub mod interp;
@@ -33,3 +36,5 @@ pub mod ops;
 pub mod pretty;
 pub mod program;
 pub mod scalar;
+
+pub use driver::{compile, expand};

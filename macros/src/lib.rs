@@ -1,5 +1,14 @@
-//! The `model!` proc macro: hands its tokens to `adjoint-compiler` and turns every error
-//! into `compile_error!` at the offending token. No logic lives here.
-//!
-//! The DSL front end is not written yet (issue 3); this crate exists so the workspace has
-//! its final shape and the dependency direction macros → compiler is fixed from the start.
+//! The `model!` macro: hands its tokens to `adjoint_compiler::expand`, which returns
+//! the generated Rust, or one `compile_error!` per mistake at the offending tokens.
+//! No logic lives here, so the build-script path (`adjoint_compiler::build`) and the
+//! macro produce the same code.
+
+use proc_macro::TokenStream;
+
+/// Compiles a model written in adjoint's DSL into a module of plain Rust: sizes,
+/// parameter and gradient structs, `loss`, `grads` and the derived formulas.
+/// See the `adjoint` crate's documentation for the language and a complete GPT.
+#[proc_macro]
+pub fn model(input: TokenStream) -> TokenStream {
+    adjoint_compiler::expand(input.into()).into()
+}

@@ -1,7 +1,18 @@
-//! adjoint's runtime: what generated code calls, and the crate users depend on.
+//! adjoint's runtime, and the crate users depend on: the [`model!`] macro, and what the
+//! code it generates calls — reference kernels ([`ops`]), run-time dimension binding
+//! ([`dims`]), seeded initialisation ([`init`]) and the error type.
 //!
-//! It holds no compiler types (the `compiler` crate never depends on it). The `model!`
-//! macro, kernels, optimizers and checkpoints arrive with the DSL and code-generation
-//! issues; today it re-exports `ndarray`, the type generated code exchanges at its API.
+//! Generated code refers to everything by absolute path (`::adjoint::ops::matmul`), so
+//! a crate that embeds it needs `adjoint` as its only dependency.
 
+// Generated code says `::adjoint::...`; this lets the crate's own tests use it too.
+extern crate self as adjoint;
+
+pub mod dims;
+pub mod error;
+pub mod init;
+pub mod ops;
+
+pub use adjoint_macros::model;
+pub use error::{Error, Result};
 pub use ndarray;

@@ -3,6 +3,10 @@
 //! Index values (token ids, targets) never get a gradient: their adjoint slot is `None`.
 //! An index out of range is an error at evaluation, never a panic.
 
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::backend::emit::Emit;
 use ndarray::{ArrayD, Axis};
 
 use crate::dim::{Dim, DimEnv};
@@ -144,6 +148,23 @@ impl IndexOp {
                     ArrayD::from_shape_vec(shape, out)
                         .map_err(|e| crate::error::Error::new(format!("one_hot: {e}")))?,
                 ))
+            }
+        }
+    }
+
+    pub fn emit(&self, x: &[TokenStream], cx: &Emit) -> TokenStream {
+        match self {
+            IndexOp::Gather => {
+                let (t, i) = (&x[0], &x[1]);
+                quote!(::adjoint::ops::gather(#t, #i)?)
+            }
+            IndexOp::ScatterAdd { rows } => {
+                let (g, i, n) = (&x[0], &x[1], cx.dim(rows));
+                quote!(::adjoint::ops::scatter_add(#g, #i, #n)?)
+            }
+            IndexOp::OneHot { depth } => {
+                let (i, n) = (&x[0], cx.dim(depth));
+                quote!(::adjoint::ops::one_hot(#i, #n)?)
             }
         }
     }

@@ -4,6 +4,10 @@
 //! that moves the gradient back: permute ↔ inverse permute, reshape ↔ reshape,
 //! slice ↔ pad with zeros, concat → slices, broadcast ↔ sum over the new axis.
 
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::backend::emit::Emit;
 use ndarray::{ArrayD, Axis, Slice};
 
 use crate::dim::{Dim, DimEnv};
@@ -205,6 +209,30 @@ impl Layout {
                 }
             }
         })
+    }
+
+    pub fn emit(&self, x: &[TokenStream], cx: &Emit) -> TokenStream {
+        let a = &x[0];
+        match self {
+            Layout::Permute(perm) => quote!(::adjoint::ops::permute(#a, &[#(#perm),*])?),
+            Layout::Reshape(to) => {
+                let s = cx.shape(&to.0);
+                quote!(::adjoint::ops::reshape(#a, #s)?)
+            }
+            Layout::Slice { axis, start, len } => {
+                let (s, l) = (cx.dim(start), cx.dim(len));
+                quote!(::adjoint::ops::slice(#a, #axis, #s, #l)?)
+            }
+            Layout::Pad { axis, before, after } => {
+                let (b, e) = (cx.dim(before), cx.dim(after));
+                quote!(::adjoint::ops::pad(#a, #axis, #b, #e)?)
+            }
+            Layout::Concat { axis } => quote!(::adjoint::ops::concat(&[#(#x),*], #axis)?),
+            Layout::Broadcast { axis, size } => {
+                let n = cx.dim(size);
+                quote!(::adjoint::ops::broadcast(#a, #axis, #n)?)
+            }
+        }
     }
 
     pub fn form(&self) -> Form {

@@ -26,6 +26,10 @@ pub use reduce::Reduce;
 pub use select::SelectOp;
 pub use source::Source;
 
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::backend::emit::Emit;
 use crate::dim::DimEnv;
 use crate::error::{Result, bail};
 use crate::interp::Tensor;
@@ -115,6 +119,20 @@ impl Op {
             Op::Reduce(r) => r.eval(ins),
             Op::Index(i) => i.eval(env, ins),
             Op::Select(m) => m.eval(env, ins),
+        }
+    }
+
+    /// The runtime call computing this op, a Rust expression over the inputs `x`
+    /// (each a `&ArrayD` expression); see `backend`.
+    pub fn emit(&self, x: &[TokenStream], cx: &Emit) -> TokenStream {
+        match self {
+            Op::Source(s) => s.emit(cx),
+            Op::Matmul => quote!(::adjoint::ops::matmul(#(#x),*)?),
+            Op::Layout(l) => l.emit(x, cx),
+            Op::Pointwise(p) => p.emit(x, cx),
+            Op::Reduce(r) => r.emit(x),
+            Op::Index(i) => i.emit(x, cx),
+            Op::Select(m) => m.emit(x, cx),
         }
     }
 

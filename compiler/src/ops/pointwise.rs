@@ -6,6 +6,10 @@
 //! adjoint. Where a derivative is cheapest in terms of the output (`exp`, `tanh`,
 //! `sqrt`, `÷`), the rule reads the output, which the forward pass already has.
 
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::backend::emit::Emit;
 use ndarray::{ArrayD, Zip};
 
 use crate::dim::DimEnv;
@@ -191,6 +195,39 @@ impl Pointwise {
             Pointwise::StopGrad => x.clone(),
         };
         Ok(Tensor::Real(out))
+    }
+
+    pub fn emit(&self, x: &[TokenStream], cx: &Emit) -> TokenStream {
+        let a = &x[0];
+        let unary = |f: &str| {
+            let f = quote::format_ident!("{}", f);
+            quote!(::adjoint::ops::#f(#a))
+        };
+        match self {
+            Pointwise::Add | Pointwise::Sub | Pointwise::Mul | Pointwise::Div => {
+                let f = quote::format_ident!("{}", self.mnemonic());
+                let b = &x[1];
+                quote!(::adjoint::ops::#f(#a, #b)?)
+            }
+            Pointwise::Scale(c) => {
+                let c = cx.scalar(c);
+                quote!(::adjoint::ops::scale(#a, #c))
+            }
+            Pointwise::Shift(c) => {
+                let c = cx.scalar(c);
+                quote!(::adjoint::ops::shift(#a, #c))
+            }
+            Pointwise::StopGrad => quote!(::core::clone::Clone::clone(#a)),
+            Pointwise::Neg => unary("neg"),
+            Pointwise::Exp => unary("exp"),
+            Pointwise::Log => unary("log"),
+            Pointwise::Tanh => unary("tanh"),
+            Pointwise::Sqrt => unary("sqrt"),
+            Pointwise::Relu => unary("relu"),
+            Pointwise::Step => unary("step"),
+            Pointwise::Gelu => unary("gelu"),
+            Pointwise::GeluGrad => unary("gelu_grad"),
+        }
     }
 
     pub fn form(&self) -> Form {

@@ -3,6 +3,8 @@
 //! A reduction removes its axis; the adjoint broadcasts the gradient back over it.
 //! Sum's adjoint is that broadcast; max's routes it to the (first) maximal entry.
 
+use proc_macro2::TokenStream;
+use quote::quote;
 use ndarray::{ArrayD, Axis};
 
 use crate::error::Result;
@@ -81,6 +83,15 @@ impl Reduce {
                 out
             }
         }))
+    }
+
+    pub fn emit(&self, x: &[TokenStream]) -> TokenStream {
+        let (a, axis) = (&x[0], self.axis());
+        match self {
+            Reduce::Sum { .. } => quote!(::adjoint::ops::sum(#a, #axis)?),
+            Reduce::Max { .. } => quote!(::adjoint::ops::max(#a, #axis)?),
+            Reduce::ArgmaxMask { .. } => quote!(::adjoint::ops::argmax_mask(#a, #axis)?),
+        }
     }
 
     pub fn form(&self) -> Form {

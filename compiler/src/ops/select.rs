@@ -4,6 +4,10 @@
 //! stop it where a constant was put in instead, so the causal mask's adjoint is the
 //! same mask with fill 0 (`mask₀`), and select's routes `G` to the chosen branch.
 
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::backend::emit::Emit;
 use ndarray::{Axis, Zip};
 
 use crate::dim::DimEnv;
@@ -91,6 +95,19 @@ impl SelectOp {
                 Ok(Tensor::Real(
                     Zip::from(m).and(a).and(b).map_collect(|&m, &a, &b| if m != 0.0 { a } else { b }),
                 ))
+            }
+        }
+    }
+
+    pub fn emit(&self, x: &[TokenStream], cx: &Emit) -> TokenStream {
+        match self {
+            SelectOp::Causal { fill } => {
+                let (a, f) = (&x[0], cx.scalar(fill));
+                quote!(::adjoint::ops::causal(#a, #f)?)
+            }
+            SelectOp::Select => {
+                let (m, a, b) = (&x[0], &x[1], &x[2]);
+                quote!(::adjoint::ops::select(#m, #a, #b)?)
             }
         }
     }

@@ -1,5 +1,9 @@
 //! Sources: declared inputs (parameters and data) and constant tensors.
 
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::backend::emit::Emit;
 use crate::dim::DimEnv;
 use crate::error::{Result, bail};
 use crate::interp::Tensor;
@@ -30,6 +34,17 @@ impl Source {
                 debug_assert_eq!(out.dtype, DType::F32);
                 let dims = crate::interp::concrete_shape(&out.shape, env)?;
                 Ok(Tensor::Real(ndarray::ArrayD::from_elem(dims, value.eval(env)?)))
+            }
+        }
+    }
+
+    /// A constant's runtime call (inputs are bound by the generated code, not emitted).
+    pub fn emit(&self, cx: &Emit) -> TokenStream {
+        match self {
+            Source::Input { name, .. } => quote!(compile_error!(#name)),
+            Source::Fill { value, shape } => {
+                let (v, s) = (cx.scalar(value), cx.shape(&shape.0));
+                quote!(::adjoint::ops::fill(#v, #s))
             }
         }
     }

@@ -11,7 +11,7 @@ mod dot;
 mod render;
 
 pub use dot::dot;
-pub use render::superscript;
+pub use render::{label, superscript};
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,0 +1,141 @@
+//! Code generation: a [`Program`] as one Rust module of plain code calling the runtime
+//! (`::adjoint::...` paths only, so embedding it needs nothing but `adjoint`).
+//!
+//! The module's public API (what `model!` promises, stable across code generators):
+//! `Sizes`, `Params` (+ one struct per loop's layer), `Grads`, `Inputs`, `loss`,
+//! `grads`, `formulas` and `SOURCE`. Inside, each stage is a forward and a backward
+//! function (`stage`); `loss` and `grads` run the stages, the loops over layers.
+
+pub mod emit;
+mod formulas;
+mod items;
+mod stage;
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use crate::program::Program;
+use emit::Emit;
+
+/// The generated module for `program`; `source` is the model text, `docs` its `///`.
+pub fn generate(program: &Program, source: &str, docs: &[syn::Attribute]) -> TokenStream {
+    let cx = Emit::default();
+    let module = emit::field(&snake(&program.name));
+    let items = items::emit(program, &cx);
+    let formulas = formulas::emit(program);
+    let mut stages = Vec::new();
+    let mut names = Vec::new();
+    for (k, s) in program.stages.iter().enumerate() {
+        let layer = s.repeat.map(|l| items::layer_type(program, l));
+        let n = stage::names(k, layer);
+        stages.push(stage::emit(program, s, &n, &cx));
+        names.push(n);
+    }
+    let run = run(program, &names);
+    let sizes = cx.size_items();
+    quote! {
+        #(#docs)*
+        #[allow(non_snake_case, non_camel_case_types, unused_variables, unused_mut, clippy::all)]
+        pub mod #module {
+            type Real = ::adjoint::ops::Real;
+            type Index = ::adjoint::ops::Index;
+            type Result<T> = ::core::result::Result<T, ::adjoint::Error>;
+
+            /// The model text this module was compiled from.
+            pub const SOURCE: &str = #source;
+
+            #sizes
+            #items
+            #formulas
+            #run
+            #(#stages)*
+        }
+    }
+}
+
+/// `loss` and `grads`: the stages in order, and back.
+fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
+    let mut fwd = Vec::new();
+    let mut bwd = Vec::new();
+    let last = p.stages.len() - 1;
+    for (k, (s, n)) in p.stages.iter().zip(names).enumerate() {
+        let (f, b) = (&n.forward, &n.backward);
+        let saved = format_ident!("saved{}", k);
+        let carry = s.carry_in.as_ref().map(|_| quote!(&__x,));
+        let seed = (k != last).then(|| quote!(&__dx,));
+        let accumulate = |layer: TokenStream| {
+            let lines = s.params.iter().map(|&(i, _)| {
+                let gf = stage::grad_field(p, i);
+                let pf = emit::field(&p.params[i].name);
+                match p.params[i].scope {
+                    crate::program::Scope::Model => quote!(::adjoint::ops::accumulate(&mut __grads.#pf, &__g.#gf)?;),
+                    crate::program::Scope::Loop(_) => quote!(::adjoint::ops::accumulate(&mut #layer.#pf, &__g.#gf)?;),
+                }
+            });
+            let carry = s.carry_in.as_ref().map(|_| quote!(__dx = __g.carry;));
+            quote!(#(#lines)* #carry)
+        };
+        match s.repeat {
+            None => {
+                fwd.push(quote!(let (__out, #saved) = #f(&__env, __p, &__data, #carry)?;));
+                fwd.push(if k == last { quote!(let __loss = __out;) } else { quote!(let __x = __out;) });
+                let acc = accumulate(quote!(__grads));
+                bwd.push(quote! { let __g = #b(&__env, __p, &__data, &#saved, #seed)?; #acc });
+            }
+            Some(l) => {
+                let var = emit::field(&p.loops[l].var);
+                fwd.push(quote! {
+                    let mut #saved = ::std::vec::Vec::with_capacity(__p.#var.len());
+                    let mut __x = __x;
+                    for __l in &__p.#var {
+                        let (__out, __s) = #f(&__env, __p, __l, &__data, &__x)?;
+                        #saved.push(__s);
+                        __x = __out;
+                    }
+                });
+                let acc = accumulate(quote!(__grads.#var[__i]));
+                bwd.push(quote! {
+                    for __i in (0..__p.#var.len()).rev() {
+                        let __g = #b(&__env, __p, &__p.#var[__i], &__data, &#saved[__i], &__dx)?;
+                        #acc
+                    }
+                });
+            }
+        }
+    }
+    bwd.reverse();
+    let first_backward = quote!(let mut __dx: Real;);
+    quote! {
+        /// The loss for these parameters and inputs.
+        pub fn loss(params: &Params, inputs: &Inputs) -> Result<f32> {
+            let (__env, __data) = bind(params, inputs)?;
+            let __p = params;
+            #(#fwd)*
+            ::adjoint::ops::scalar(&__loss)
+        }
+
+        /// The loss, and every parameter's gradient written into `grads` (resized to
+        /// the parameters' shapes if needed).
+        pub fn grads(params: &Params, inputs: &Inputs, grads: &mut Grads) -> Result<f32> {
+            let (__env, __data) = bind(params, inputs)?;
+            let __p = params;
+            #(#fwd)*
+            grads.zero_like(params);
+            let __grads = grads;
+            #first_backward
+            #(#bwd)*
+            ::adjoint::ops::scalar(&__loss)
+        }
+    }
+}
+
+fn snake(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}

@@ -1,0 +1,235 @@
+//! One stage as two Rust functions: the forward pass, returning the stage's output and
+//! what its backward pass reads, and the backward pass, returning the gradients.
+//!
+//! Each graph node becomes one `let` calling its op's runtime kernel (`Op::emit`), in
+//! id order, so the code reads like the graph. The split: forward computes every
+//! ancestor of the output; backward computes the rest of what the gradients need; the
+//! forward values the backward pass reads (and only those) are saved in a struct.
+
+use std::collections::BTreeSet;
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+
+use super::emit::{Emit, field};
+use crate::ir::{DType, Graph, ValueId};
+use crate::ops::{Op, Source};
+use crate::program::{Program, Scope, Stage};
+
+/// How generated code refers to a stage's names.
+pub struct Names {
+    pub forward: Ident,
+    pub backward: Ident,
+    pub saved: Ident,
+    pub grads: Ident,
+    /// The layer struct of a loop stage.
+    pub layer: Option<Ident>,
+}
+
+pub fn names(k: usize, layer: Option<Ident>) -> Names {
+    Names {
+        forward: format_ident!("stage{}_forward", k),
+        backward: format_ident!("stage{}_backward", k),
+        saved: format_ident!("Stage{}Saved", k),
+        grads: format_ident!("Stage{}Grads", k),
+        layer,
+    }
+}
+
+/// A local's name: `v{id}`, with the value's display name when it has one.
+fn local(g: &Graph, id: ValueId) -> Ident {
+    let ascii: String = g
+        .display_name(id)
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    if ascii.is_empty() { format_ident!("v{}", id.0) } else { format_ident!("v{}_{}", id.0, ascii) }
+}
+
+/// The field of a stage's gradient struct for parameter `i`.
+pub fn grad_field(p: &Program, i: usize) -> Ident {
+    let prefix = if p.params[i].scope == Scope::Model { "p" } else { "l" };
+    field(&format!("{prefix}_{}", p.params[i].name))
+}
+
+fn elem_type(g: &Graph, id: ValueId) -> TokenStream {
+    match g.ty(id).dtype {
+        DType::F32 => quote!(Real),
+        DType::Index => quote!(Index),
+    }
+}
+
+/// How a stage input is read: a parameter from `__p`/`__l`, data from `__data`.
+fn bind_input(p: &Program, stage: &Stage, id: ValueId) -> Option<TokenStream> {
+    if let Some(&(i, _)) = stage.params.iter().find(|x| x.1 == id) {
+        let f = field(&p.params[i].name);
+        return Some(match p.params[i].scope {
+            Scope::Model => quote!(&__p.#f),
+            Scope::Loop(_) => quote!(&__l.#f),
+        });
+    }
+    if let Some(&(i, _)) = stage.inputs.iter().find(|x| x.1 == id) {
+        let f = field(&p.inputs[i].name);
+        return Some(quote!(&__data.#f));
+    }
+    None
+}
+
+pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
+    let g = &stage.graph;
+    let Some(back) = &stage.backward else { return quote!() };
+    let forward_set = g.ancestors(&[stage.output]);
+    let mut grad_roots: Vec<ValueId> = back.param_grads.iter().map(|x| x.1).collect();
+    grad_roots.extend(back.carry_grad);
+    let all = g.ancestors(&grad_roots);
+    let backward_ids: Vec<ValueId> = g.ids().filter(|id| all[id.index()] && !forward_set[id.index()]).collect();
+    let seed = back.seed;
+    let carry = stage.carry_in.as_ref().map(|c| c.1);
+    let is_input = |id: ValueId| matches!(g.node(id).op, Op::Source(Source::Input { .. }));
+
+    // Forward values the backward pass reads: inputs of backward nodes, and gradients
+    // that are forward values themselves. Parameters and data are re-read, not saved.
+    let mut saved: BTreeSet<ValueId> = BTreeSet::new();
+    for &id in &backward_ids {
+        for &i in &g.node(id).inputs {
+            if forward_set[i.index()] {
+                saved.insert(i);
+            }
+        }
+    }
+    for &r in &grad_roots {
+        if forward_set[r.index()] {
+            saved.insert(r);
+        }
+    }
+    saved.retain(|&id| !is_input(id) || Some(id) == carry);
+
+    // ---- forward ----
+    let mut fwd = Vec::new();
+    let mut is_ref = BTreeSet::new();
+    for id in g.ids().filter(|id| forward_set[id.index()]) {
+        let v = local(g, id);
+        if Some(id) == carry {
+            fwd.push(quote!(let #v = __carry;));
+            is_ref.insert(id);
+        } else if let Some(read) = bind_input(p, stage, id) {
+            fwd.push(quote!(let #v = #read;));
+            is_ref.insert(id);
+        } else {
+            fwd.push(node(g, id, &v, &is_ref, cx));
+        }
+    }
+    let out = local(g, stage.output);
+    let out_expr = if is_ref.contains(&stage.output) {
+        quote!(::core::clone::Clone::clone(#out))
+    } else if saved.contains(&stage.output) {
+        quote!(::core::clone::Clone::clone(&#out))
+    } else {
+        quote!(#out)
+    };
+    let saved_fields: Vec<Ident> = saved.iter().map(|&id| local(g, id)).collect();
+    let saved_types: Vec<TokenStream> = saved.iter().map(|&id| elem_type(g, id)).collect();
+    let saved_values: Vec<TokenStream> = saved
+        .iter()
+        .map(|&id| {
+            let v = local(g, id);
+            if is_ref.contains(&id) { quote!(::core::clone::Clone::clone(#v)) } else { quote!(#v) }
+        })
+        .collect();
+    let out_ty = elem_type(g, stage.output);
+
+    // ---- backward ----
+    let mut bwd = Vec::new();
+    let mut bref: BTreeSet<ValueId> = BTreeSet::new();
+    for &id in &saved {
+        let v = local(g, id);
+        bwd.push(quote!(let #v = &__saved.#v;));
+        bref.insert(id);
+    }
+    let needed_inputs: BTreeSet<ValueId> = backward_ids
+        .iter()
+        .flat_map(|&id| g.node(id).inputs.clone())
+        .chain(grad_roots.iter().copied())
+        .filter(|&i| is_input(i) && Some(i) != carry && Some(i) != seed)
+        .collect();
+    for &id in &needed_inputs {
+        if let Some(read) = bind_input(p, stage, id) {
+            let v = local(g, id);
+            bwd.push(quote!(let #v = #read;));
+            bref.insert(id);
+        }
+    }
+    for &id in &backward_ids {
+        let v = local(g, id);
+        if Some(id) == seed {
+            bwd.push(quote!(let #v = __seed;));
+            bref.insert(id);
+        } else {
+            bwd.push(node(g, id, &v, &bref, cx));
+        }
+    }
+    // A gradient is moved out once; borrowed or repeated ones are cloned.
+    let mut outs: Vec<(Ident, ValueId)> = back.param_grads.iter().map(|&(i, id)| (grad_field(p, i), id)).collect();
+    outs.extend(back.carry_grad.map(|c| (format_ident!("carry"), c)));
+    let mut uses = std::collections::BTreeMap::new();
+    for (_, id) in &outs {
+        *uses.entry(*id).or_insert(0usize) += 1;
+    }
+    let (gfields, gvalues): (Vec<Ident>, Vec<TokenStream>) = outs
+        .into_iter()
+        .map(|(f, id)| {
+            let v = local(g, id);
+            let value = if bref.contains(&id) {
+                quote!(::core::clone::Clone::clone(#v))
+            } else if uses[&id] > 1 {
+                quote!(::core::clone::Clone::clone(&#v))
+            } else {
+                quote!(#v)
+            };
+            (f, value)
+        })
+        .unzip();
+
+    let Names { forward, backward, saved: saved_ty, grads, layer } = n;
+    let layer_arg = layer.as_ref().map(|l| quote!(__l: &#l,));
+    let carry_arg = carry.map(|_| quote!(__carry: &Real,));
+    let seed_arg = seed.map(|_| quote!(__seed: &Real,));
+    let fdoc = format!(" Stage {}'s forward pass: its output and the values its backward pass reads.", stage_index(p, stage));
+    let bdoc = format!(" Stage {}'s backward pass: the gradients of its parameters and of its input.", stage_index(p, stage));
+    quote! {
+        struct #saved_ty { #(#saved_fields: #saved_types,)* }
+        struct #grads { #(#gfields: Real,)* }
+        #[doc = #fdoc]
+        fn #forward(__env: &::adjoint::dims::Env, __p: &Params, #layer_arg __data: &Data, #carry_arg)
+            -> Result<(#out_ty, #saved_ty)> {
+            #(#fwd)*
+            Ok((#out_expr, #saved_ty { #(#saved_fields: #saved_values,)* }))
+        }
+        #[doc = #bdoc]
+        fn #backward(__env: &::adjoint::dims::Env, __p: &Params, #layer_arg __data: &Data,
+            __saved: &#saved_ty, #seed_arg) -> Result<#grads> {
+            #(#bwd)*
+            Ok(#grads { #(#gfields: #gvalues,)* })
+        }
+    }
+}
+
+fn stage_index(p: &Program, stage: &Stage) -> usize {
+    p.stages.iter().position(|s| std::ptr::eq(s, stage)).unwrap_or(0)
+}
+
+/// `let v = kernel(inputs);` for one node.
+fn node(g: &Graph, id: ValueId, v: &Ident, is_ref: &BTreeSet<ValueId>, cx: &Emit) -> TokenStream {
+    let args: Vec<TokenStream> = g
+        .node(id)
+        .inputs
+        .iter()
+        .map(|&i| {
+            let l = local(g, i);
+            if is_ref.contains(&i) { quote!(#l) } else { quote!(&#l) }
+        })
+        .collect();
+    let call = g.node(id).op.emit(&args, cx);
+    quote!(let #v = #call;)
+}

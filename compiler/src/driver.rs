@@ -1,0 +1,37 @@
+//! The whole pipeline behind `model!` and the build-script path: tokens → syntax tree →
+//! staged IR with its backward pass → Rust.
+
+use proc_macro2::TokenStream;
+
+use crate::backend;
+use crate::frontend::{self, Mode};
+use crate::program::Program;
+
+/// A compiled model: the lowered program and the generated module.
+pub struct Compiled {
+    pub program: Program,
+    pub code: TokenStream,
+}
+
+/// Compiles model text; `source` is kept in the generated module as `SOURCE`.
+pub fn compile_with_source(tokens: TokenStream, source: &str) -> Result<Compiled, Vec<syn::Error>> {
+    let model = frontend::parse_model(tokens.clone())?;
+    let program = frontend::lower_model(tokens, &Mode::Staged)?;
+    let code = backend::generate(&program, source, &model.docs);
+    Ok(Compiled { program, code })
+}
+
+/// Compiles model tokens (the macro's input).
+pub fn compile(tokens: TokenStream) -> Result<Compiled, Vec<syn::Error>> {
+    let source = tokens.to_string();
+    compile_with_source(tokens, &source)
+}
+
+/// What `model!` expands to: the generated module, or every error as a
+/// `compile_error!` at its tokens.
+pub fn expand(tokens: TokenStream) -> TokenStream {
+    match compile(tokens) {
+        Ok(c) => c.code,
+        Err(errors) => errors.into_iter().map(|e| e.into_compile_error()).collect(),
+    }
+}

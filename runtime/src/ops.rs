@@ -1,0 +1,297 @@
+//! Reference kernels: one function per IR op, in f32 on `ndarray`, called one per graph
+//! node by the generated code.
+//!
+//! These are straightforward on purpose: they define what the generated code computes,
+//! and the fused kernels of the code generator are checked against them. Every shape
+//! or index problem is an `Err`, never a panic: the generated code checks its inputs'
+//! shapes up front, so these errors only fire on a bug or on bad index data (a token id
+//! outside the vocabulary).
+
+use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
+
+use crate::error::{Error, Result, bail};
+
+/// Real tensors.
+pub type Real = ArrayD<f32>;
+/// Index tensors (token ids, targets).
+pub type Index = ArrayD<i32>;
+
+const GELU_C: f32 = 0.044715;
+
+fn same_shape(op: &str, a: &Real, b: &Real) -> Result<()> {
+    if a.shape() != b.shape() {
+        bail!("{op}: shapes {:?} and {:?} differ", a.shape(), b.shape());
+    }
+    Ok(())
+}
+
+/// `[.., m, k] · [.., k, n]`, batched over equal leading axes.
+pub fn matmul(a: &Real, b: &Real) -> Result<Real> {
+    let (ra, rb) = (a.ndim(), b.ndim());
+    if ra < 2 || ra != rb || a.shape()[..ra - 2] != b.shape()[..rb - 2] || a.shape()[ra - 1] != b.shape()[rb - 2] {
+        bail!("matmul: shapes {:?} and {:?} do not multiply", a.shape(), b.shape());
+    }
+    let (m, n) = (a.shape()[ra - 2], b.shape()[rb - 1]);
+    let mut out_shape = a.shape()[..ra - 2].to_vec();
+    out_shape.extend([m, n]);
+    let (batch, k) = (a.shape()[..ra - 2].iter().product::<usize>(), a.shape()[ra - 1]);
+    let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
+    let a3 = a.view().into_shape_with_order((batch, m, k)).map_err(shape_err("matmul"))?;
+    let b3 = b.view().into_shape_with_order((batch, k, n)).map_err(shape_err("matmul"))?;
+    let mut out = ndarray::Array3::<f32>::zeros((batch, m, n));
+    for i in 0..batch {
+        out.index_axis_mut(Axis(0), i).assign(&a3.index_axis(Axis(0), i).dot(&b3.index_axis(Axis(0), i)));
+    }
+    out.into_shape_with_order(IxDyn(&out_shape)).map_err(shape_err("matmul"))
+}
+
+fn shape_err(op: &'static str) -> impl Fn(ndarray::ShapeError) -> Error {
+    move |e| Error::new(format!("{op}: {e}"))
+}
+
+/// Output axis `i` is input axis `perm[i]`.
+pub fn permute<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> Result<ArrayD<T>> {
+    let mut seen = vec![false; a.ndim()];
+    if perm.len() != a.ndim() || !perm.iter().all(|&p| p < seen.len() && !std::mem::replace(&mut seen[p], true)) {
+        bail!("permute: {perm:?} is not a permutation of {} axes", a.ndim());
+    }
+    Ok(a.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned())
+}
+
+pub fn reshape<T: Clone>(a: &ArrayD<T>, shape: &[usize]) -> Result<ArrayD<T>> {
+    if a.len() != shape.iter().product::<usize>() {
+        bail!("reshape: {:?} has {} elements, {shape:?} has {}", a.shape(), a.len(), shape.iter().product::<usize>());
+    }
+    a.as_standard_layout().into_owned().into_shape_with_order(IxDyn(shape)).map_err(shape_err("reshape"))
+}
+
+fn need_axis(op: &str, ndim: usize, axis: usize) -> Result<()> {
+    if axis >= ndim {
+        bail!("{op}: axis {axis} out of range for {ndim} axes");
+    }
+    Ok(())
+}
+
+pub fn slice<T: Clone>(a: &ArrayD<T>, axis: usize, start: usize, len: usize) -> Result<ArrayD<T>> {
+    need_axis("slice", a.ndim(), axis)?;
+    if start + len > a.shape()[axis] {
+        bail!("slice: {start}..{} exceeds axis {axis} of size {}", start + len, a.shape()[axis]);
+    }
+    Ok(a.slice_axis(Axis(axis), Slice::from(start..start + len)).to_owned())
+}
+
+pub fn pad<T: Clone + Default>(a: &ArrayD<T>, axis: usize, before: usize, after: usize) -> Result<ArrayD<T>> {
+    need_axis("pad", a.ndim(), axis)?;
+    let mut dims = a.shape().to_vec();
+    let n = dims[axis];
+    dims[axis] += before + after;
+    let mut out = ArrayD::from_elem(dims, T::default());
+    out.slice_axis_mut(Axis(axis), Slice::from(before..before + n)).assign(a);
+    Ok(out)
+}
+
+pub fn concat<T: Clone>(parts: &[&ArrayD<T>], axis: usize) -> Result<ArrayD<T>> {
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    ndarray::concatenate(Axis(axis), &views).map_err(shape_err("concat"))
+}
+
+/// A new axis `axis` of `size`, the input repeated along it.
+pub fn broadcast<T: Clone>(a: &ArrayD<T>, axis: usize, size: usize) -> Result<ArrayD<T>> {
+    if axis > a.ndim() {
+        bail!("broadcast: axis {axis} out of range for {} axes", a.ndim());
+    }
+    let mut dims = a.shape().to_vec();
+    dims.insert(axis, size);
+    match a.view().insert_axis(Axis(axis)).broadcast(IxDyn(&dims)) {
+        Some(b) => Ok(b.to_owned()),
+        None => bail!("broadcast: cannot broadcast {:?}", a.shape()),
+    }
+}
+
+fn zip(op: &str, a: &Real, b: &Real, f: impl Fn(f32, f32) -> f32) -> Result<Real> {
+    same_shape(op, a, b)?;
+    Ok(Zip::from(a).and(b).map_collect(|&x, &y| f(x, y)))
+}
+
+pub fn add(a: &Real, b: &Real) -> Result<Real> {
+    zip("add", a, b, |x, y| x + y)
+}
+pub fn sub(a: &Real, b: &Real) -> Result<Real> {
+    zip("sub", a, b, |x, y| x - y)
+}
+pub fn mul(a: &Real, b: &Real) -> Result<Real> {
+    zip("mul", a, b, |x, y| x * y)
+}
+pub fn div(a: &Real, b: &Real) -> Result<Real> {
+    zip("div", a, b, |x, y| x / y)
+}
+pub fn neg(a: &Real) -> Real {
+    a.mapv(|v| -v)
+}
+pub fn scale(a: &Real, c: f32) -> Real {
+    a.mapv(|v| v * c)
+}
+pub fn shift(a: &Real, c: f32) -> Real {
+    a.mapv(|v| v + c)
+}
+pub fn exp(a: &Real) -> Real {
+    a.mapv(f32::exp)
+}
+pub fn log(a: &Real) -> Real {
+    a.mapv(f32::ln)
+}
+pub fn tanh(a: &Real) -> Real {
+    a.mapv(f32::tanh)
+}
+pub fn sqrt(a: &Real) -> Real {
+    a.mapv(f32::sqrt)
+}
+pub fn relu(a: &Real) -> Real {
+    a.mapv(|v| v.max(0.0))
+}
+/// 1 where positive, else 0: ReLU's derivative.
+pub fn step(a: &Real) -> Real {
+    a.mapv(|v| if v > 0.0 { 1.0 } else { 0.0 })
+}
+/// GELU, tanh form: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
+pub fn gelu(a: &Real) -> Real {
+    let k = (2.0 / std::f32::consts::PI).sqrt();
+    a.mapv(|x| 0.5 * x * (1.0 + (k * (x + GELU_C * x * x * x)).tanh()))
+}
+/// GELU's derivative.
+pub fn gelu_grad(a: &Real) -> Real {
+    let k = (2.0 / std::f32::consts::PI).sqrt();
+    a.mapv(|x| {
+        let t = (k * (x + GELU_C * x * x * x)).tanh();
+        0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * GELU_C * x * x)
+    })
+}
+
+pub fn sum(a: &Real, axis: usize) -> Result<Real> {
+    need_axis("sum", a.ndim(), axis)?;
+    Ok(a.sum_axis(Axis(axis)))
+}
+
+pub fn max(a: &Real, axis: usize) -> Result<Real> {
+    need_axis("max", a.ndim(), axis)?;
+    Ok(a.fold_axis(Axis(axis), f32::NEG_INFINITY, |m, &v| m.max(v)))
+}
+
+/// 1 at the first maximum of each lane along `axis`, else 0.
+pub fn argmax_mask(a: &Real, axis: usize) -> Result<Real> {
+    need_axis("argmax_mask", a.ndim(), axis)?;
+    let mut out = ArrayD::zeros(a.raw_dim());
+    for (lane, mut out_lane) in a.lanes(Axis(axis)).into_iter().zip(out.lanes_mut(Axis(axis))) {
+        let mut best = 0;
+        for (i, v) in lane.iter().enumerate() {
+            if *v > lane[best] {
+                best = i;
+            }
+        }
+        if !lane.is_empty() {
+            out_lane[best] = 1.0;
+        }
+    }
+    Ok(out)
+}
+
+fn rows_of(op: &str, idx: &Index, bound: usize) -> Result<Vec<usize>> {
+    idx.iter()
+        .map(|&i| {
+            if i < 0 || i as usize >= bound {
+                bail!("{op}: index {i} is out of range 0..{bound}");
+            }
+            Ok(i as usize)
+        })
+        .collect()
+}
+
+/// `table[idx]`: rows of `table` picked by each index.
+pub fn gather(table: &Real, idx: &Index) -> Result<Real> {
+    if table.ndim() == 0 {
+        bail!("gather: the table must have rows");
+    }
+    let rows = rows_of("gather", idx, table.shape()[0])?;
+    let mut shape = idx.shape().to_vec();
+    shape.extend_from_slice(&table.shape()[1..]);
+    let mut flat = Vec::with_capacity(shape.iter().product());
+    for r in rows {
+        flat.extend(table.index_axis(Axis(0), r).iter().copied());
+    }
+    ArrayD::from_shape_vec(shape, flat).map_err(shape_err("gather"))
+}
+
+/// The adjoint of gather: `out[idx[k]] += vals[k]`, `rows` rows.
+pub fn scatter_add(vals: &Real, idx: &Index, rows: usize) -> Result<Real> {
+    let targets = rows_of("scatter_add", idx, rows)?;
+    if vals.ndim() < idx.ndim() || vals.shape()[..idx.ndim()] != *idx.shape() {
+        bail!("scatter_add: values {:?} do not match indices {:?}", vals.shape(), idx.shape());
+    }
+    let row_len: usize = vals.shape()[idx.ndim()..].iter().product();
+    let mut shape = vec![rows];
+    shape.extend_from_slice(&vals.shape()[idx.ndim()..]);
+    let mut out = vec![0.0f32; rows * row_len];
+    let flat = vals.as_standard_layout();
+    let flat = flat.as_slice().unwrap_or(&[]);
+    for (k, &r) in targets.iter().enumerate() {
+        for j in 0..row_len {
+            out[r * row_len + j] += flat[k * row_len + j];
+        }
+    }
+    ArrayD::from_shape_vec(shape, out).map_err(shape_err("scatter_add"))
+}
+
+pub fn one_hot(idx: &Index, depth: usize) -> Result<Real> {
+    let hot = rows_of("one_hot", idx, depth)?;
+    let mut shape = idx.shape().to_vec();
+    shape.push(depth);
+    let mut out = vec![0.0f32; hot.len() * depth];
+    for (k, &h) in hot.iter().enumerate() {
+        out[k * depth + h] = 1.0;
+    }
+    ArrayD::from_shape_vec(shape, out).map_err(shape_err("one_hot"))
+}
+
+/// Entries above the diagonal of each `[.., T, T]` matrix set to `fill`.
+pub fn causal(a: &Real, fill: f32) -> Result<Real> {
+    let n = a.ndim();
+    if n < 2 {
+        bail!("causal_mask: needs a matrix, got {:?}", a.shape());
+    }
+    let mut out = a.as_standard_layout().into_owned();
+    let t = out.shape()[n - 2].max(1);
+    for (k, mut lane) in out.lanes_mut(Axis(n - 1)).into_iter().enumerate() {
+        for (j, v) in lane.iter_mut().enumerate() {
+            if j > k % t {
+                *v = fill;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `mask ≠ 0 ? a : b`, elementwise.
+pub fn select(mask: &Real, a: &Real, b: &Real) -> Result<Real> {
+    same_shape("select", mask, a)?;
+    same_shape("select", a, b)?;
+    Ok(Zip::from(mask).and(a).and(b).map_collect(|&m, &x, &y| if m != 0.0 { x } else { y }))
+}
+
+pub fn fill(value: f32, shape: &[usize]) -> Real {
+    ArrayD::from_elem(IxDyn(shape), value)
+}
+
+/// `dst += src`, for gradients a parameter receives from several places.
+pub fn accumulate(dst: &mut Real, src: &Real) -> Result<()> {
+    same_shape("accumulate", dst, src)?;
+    Zip::from(dst).and(src).for_each(|d, &s| *d += s);
+    Ok(())
+}
+
+/// Reads a scalar (the loss).
+pub fn scalar(a: &Real) -> Result<f32> {
+    match a.iter().next() {
+        Some(&v) if a.len() == 1 => Ok(v),
+        _ => bail!("expected a scalar, got shape {:?}", a.shape()),
+    }
+}
