@@ -76,7 +76,7 @@ impl Env {
         }
         for (size, &got) in want.iter().zip(shape) {
             if let [(1, 1, [(sym, 1)])] = size {
-                self.bind(sym, got, &format!("`{what}`"))?;
+                self.bind(sym, got, what)?;
             }
         }
         Ok(())
