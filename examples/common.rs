@@ -130,6 +130,58 @@ pub fn block_formulas(style: Style) -> Result<String> {
     Ok(pretty::formulas(&g, &outputs, style))
 }
 
+adjoint::model! {
+    /// Seed 003 in the DSL: one linear unit and a squared error (MATH.md §4).
+    model LinearUnit {
+        dims N;
+        input x: [N, 2];
+        input y_true: [N, 1];
+        param w: [2, 1];
+        param b: [1];
+        let y = x @ w + b;
+        loss sum((y - y_true) * (y - y_true));
+    }
+}
+
+adjoint::model! {
+    /// Seed 001 in the DSL: the tied LM head, logits = z·W_vocabᵀ, and cross-entropy.
+    /// `z` is declared a parameter so that its gradient is derived too.
+    model LmHead {
+        dims N, D, V;
+        input y: index[N];
+        param z: [N, D];
+        param W_vocab: [V, D];
+        loss cross_entropy(z @ W_vocab.T, y);
+    }
+}
+
+/// Seed 003 through the macro's generated code: `(loss, [∂w, ∂b])`.
+pub fn seed_003_dsl() -> adjoint::Result<(f32, Vec<f32>)> {
+    use adjoint::ndarray::{ArrayD, IxDyn};
+    let mut params = linear_unit::Params::zeros(&linear_unit::Sizes {})?;
+    params.w = ArrayD::from_shape_vec(IxDyn(&[2, 1]), vec![2.0, -1.0]).map_err(|e| adjoint::Error::new(e.to_string()))?;
+    params.b = ArrayD::from_elem(IxDyn(&[1]), 1.0);
+    let x = ArrayD::from_shape_vec(IxDyn(&[1, 2]), vec![4.0f32, -3.0]).map_err(|e| adjoint::Error::new(e.to_string()))?;
+    let y_true = ArrayD::from_elem(IxDyn(&[1, 1]), 10.0f32);
+    let inputs = linear_unit::Inputs { x: x.view(), y_true: y_true.view() };
+    let mut grads = linear_unit::Params::zeros(&params.sizes)?;
+    let loss = linear_unit::grads(&params, &inputs, &mut grads)?;
+    Ok((loss, grads.w.iter().chain(grads.b.iter()).copied().collect()))
+}
+
+/// Seed 001 through the macro's generated code: `(loss, ∂z, ∂W_vocab)`.
+pub fn seed_001_dsl() -> adjoint::Result<(f32, Vec<f32>, Vec<f32>)> {
+    use adjoint::ndarray::{ArrayD, IxDyn};
+    let shape_err = |e: adjoint::ndarray::ShapeError| adjoint::Error::new(e.to_string());
+    let mut params = lm_head::Params::zeros(&lm_head::Sizes { N: 1, D: 2, V: 3 })?;
+    params.z = ArrayD::from_shape_vec(IxDyn(&[1, 2]), vec![1.07006, 0.95765]).map_err(shape_err)?;
+    params.W_vocab = ArrayD::from_shape_vec(IxDyn(&[3, 2]), vec![0.8, 0.2, 0.1, 0.5, -0.2, 0.4]).map_err(shape_err)?;
+    let y = ArrayD::from_elem(IxDyn(&[1]), 1i32);
+    let mut grads = lm_head::Params::zeros(&params.sizes)?;
+    let loss = lm_head::grads(&params, &lm_head::Inputs { y: y.view() }, &mut grads)?;
+    Ok((loss, grads.z.iter().copied().collect(), grads.W_vocab.iter().copied().collect()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +202,32 @@ mod tests {
             assert!(close(*got, want, 1e-12), "{s:?}");
         }
         assert!(close(s.y_after, 10.96, 1e-12), "{s:?}");
+    }
+
+    /// Seed 003 written in the DSL gives the same numbers, in f32.
+    #[test]
+    fn seed_003_in_the_dsl() {
+        let (loss, grads) = seed_003_dsl().unwrap();
+        assert!(close(loss as f64, 4.0, 1e-5), "{loss}");
+        for (got, want) in grads.iter().zip([16.0, -12.0, 4.0]) {
+            assert!(close(*got as f64, want, 1e-5), "{grads:?}");
+        }
+        assert!(linear_unit::formulas::W.contains("∂L/∂w"), "{}", linear_unit::formulas::W);
+    }
+
+    /// Seed 001 written in the DSL: the same loss, ∂z = g·W_vocab and ∂W_vocab = gᵀz.
+    #[test]
+    fn seed_001_in_the_dsl() {
+        let (loss, grad_z, grad_w) = seed_001_dsl().unwrap();
+        let s = seed_001().unwrap();
+        assert!(close(loss as f64, s.loss, 1e-5), "{loss} vs {}", s.loss);
+        for (got, want) in grad_z.iter().zip(&s.grad_z) {
+            assert!(close(*got as f64, *want, 1e-5), "{grad_z:?} vs {:?}", s.grad_z);
+        }
+        for (got, want) in grad_w.iter().zip(&s.grad_w_vocab) {
+            assert!(close(*got as f64, *want, 1e-5), "{grad_w:?} vs {:?}", s.grad_w_vocab);
+        }
+        assert!(close(s.grad_z[0], 0.281, 1e-3) && close(s.grad_z[1], -0.167, 1e-3));
     }
 
     /// MATH.md §4, seed 001 (the probabilities, not the logits the seed repeats; g·W_vocab,

@@ -65,7 +65,8 @@ adjoint::model! {
         param lnf.b: [D] as "β_f";
         let logits = layernorm(x, lnf.g, lnf.b) @ wte.T;
         loss cross_entropy(logits, reshape(targets, [N]));
-    }}
+    }
+}
 
 fn main() {
     if let Err(e) = cli::run(std::env::args().skip(1).collect()) {

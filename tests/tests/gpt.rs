@@ -132,3 +132,15 @@ fn gpt_formulas_snapshot() {
     let latex: String = gpt::formulas::ALL.iter().map(|(n, _, l)| format!("## {n}\n{l}\n")).collect();
     insta::assert_snapshot!("gpt_formulas_latex", latex);
 }
+
+#[test]
+fn the_macro_example_and_the_model_file_are_the_same_model() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let file = std::fs::read_to_string(format!("{root}/models/gpt.adj")).unwrap();
+    let example = std::fs::read_to_string(format!("{root}/../examples/gpt/main.rs")).unwrap();
+    let start = example.find("adjoint::model! {").unwrap() + "adjoint::model! {".len();
+    let end = example.find("\n}\n").unwrap();
+    let tokens = |s: &str| s.parse::<proc_macro2::TokenStream>().unwrap().to_string();
+    assert_eq!(tokens(&example[start..end]), tokens(&file));
+    assert_eq!(gpt::SOURCE, file);
+}

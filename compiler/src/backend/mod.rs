@@ -7,7 +7,8 @@
 //! function (`stage`); `loss` and `grads` run the stages, the loops over layers.
 
 pub mod emit;
-mod formulas;
+pub use formulas::param_formulas;
+pub mod formulas;
 mod items;
 mod stage;
 
