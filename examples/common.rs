@@ -159,9 +159,11 @@ adjoint::model! {
 pub fn seed_003_dsl() -> adjoint::Result<(f32, Vec<f32>)> {
     use adjoint::ndarray::{ArrayD, IxDyn};
     let mut params = linear_unit::Params::zeros(&linear_unit::Sizes {})?;
-    params.w = ArrayD::from_shape_vec(IxDyn(&[2, 1]), vec![2.0, -1.0]).map_err(|e| adjoint::Error::new(e.to_string()))?;
+    params.w = ArrayD::from_shape_vec(IxDyn(&[2, 1]), vec![2.0, -1.0])
+        .map_err(|e| adjoint::Error::new(e.to_string()))?;
     params.b = ArrayD::from_elem(IxDyn(&[1]), 1.0);
-    let x = ArrayD::from_shape_vec(IxDyn(&[1, 2]), vec![4.0f32, -3.0]).map_err(|e| adjoint::Error::new(e.to_string()))?;
+    let x = ArrayD::from_shape_vec(IxDyn(&[1, 2]), vec![4.0f32, -3.0])
+        .map_err(|e| adjoint::Error::new(e.to_string()))?;
     let y_true = ArrayD::from_elem(IxDyn(&[1, 1]), 10.0f32);
     let inputs = linear_unit::Inputs { x: x.view(), y_true: y_true.view() };
     let mut grads = linear_unit::Params::zeros(&params.sizes)?;
@@ -175,7 +177,8 @@ pub fn seed_001_dsl() -> adjoint::Result<(f32, Vec<f32>, Vec<f32>)> {
     let shape_err = |e: adjoint::ndarray::ShapeError| adjoint::Error::new(e.to_string());
     let mut params = lm_head::Params::zeros(&lm_head::Sizes { N: 1, D: 2, V: 3 })?;
     params.z = ArrayD::from_shape_vec(IxDyn(&[1, 2]), vec![1.07006, 0.95765]).map_err(shape_err)?;
-    params.W_vocab = ArrayD::from_shape_vec(IxDyn(&[3, 2]), vec![0.8, 0.2, 0.1, 0.5, -0.2, 0.4]).map_err(shape_err)?;
+    params.W_vocab =
+        ArrayD::from_shape_vec(IxDyn(&[3, 2]), vec![0.8, 0.2, 0.1, 0.5, -0.2, 0.4]).map_err(shape_err)?;
     let y = ArrayD::from_elem(IxDyn(&[1]), 1i32);
     let mut grads = lm_head::Params::zeros(&params.sizes)?;
     let loss = lm_head::grads(&params, &lm_head::Inputs { y: y.view() }, &mut grads)?;

@@ -18,7 +18,8 @@ fn main() -> Result<(), adjoint_compiler::error::Error> {
     println!("  ∂L/∂(w₁, w₂, b)            = {}", row(&s.grads));
     println!("  (w₁, w₂, b) after η = 0.01 = {}", row(&s.updated));
     println!("  y after the step           = {:.4}", s.y_after);
-    let (loss, grads) = adjoint_examples::seed_003_dsl().map_err(|e| adjoint_compiler::error::Error::new(e.message))?;
+    let (loss, grads) =
+        adjoint_examples::seed_003_dsl().map_err(|e| adjoint_compiler::error::Error::new(e.message))?;
     let grads: Vec<f64> = grads.iter().map(|&v| v as f64).collect();
     println!("  the same model in model!   : L = {loss:.4}, ∂L/∂(w₁, w₂, b) = {}", row(&grads));
     println!("{}", adjoint_examples::linear_unit::formulas::W);

@@ -69,6 +69,9 @@ impl Ratio {
 /// A product of symbols with integer exponents, e.g. `D*H^-1`.
 type Monomial = BTreeMap<String, i32>;
 
+/// One term of a [`Dim`] as plain data: `(num, den, [(symbol, exponent)])`.
+pub type Term = (i64, i64, Vec<(String, i32)>);
+
 /// A dimension size: a polynomial in dimension symbols with rational coefficients.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Dim {
@@ -203,8 +206,11 @@ impl Dim {
     }
 
     /// The terms as `(num, den, [(symbol, exponent)])`, for code generation.
-    pub fn terms(&self) -> Vec<(i64, i64, Vec<(String, i32)>)> {
-        self.terms.iter().map(|(m, r)| (r.num, r.den, m.iter().map(|(s, e)| (s.clone(), *e)).collect())).collect()
+    pub fn terms(&self) -> Vec<Term> {
+        self.terms
+            .iter()
+            .map(|(m, r)| (r.num, r.den, m.iter().map(|(s, e)| (s.clone(), *e)).collect()))
+            .collect()
     }
 
     /// Every symbol this dim mentions.

@@ -131,7 +131,11 @@ impl Program {
                     for layer in 0..layers.get(l).copied().unwrap_or(0) {
                         for (j, q) in self.params.iter().enumerate() {
                             if q.scope == Scope::Loop(l) {
-                                out.push((j, Some(layer), format!("{}{layer}.{}", self.loops[l].var, q.name)));
+                                out.push((
+                                    j,
+                                    Some(layer),
+                                    format!("{}{layer}.{}", self.loops[l].var, q.name),
+                                ));
                             }
                         }
                     }

@@ -9,6 +9,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use crate::gpt;
 
 type Res<T> = Result<T, String>;
+type Named<T> = BTreeMap<String, ArrayD<T>>;
 
 const USAGE: &str = "usage:
   gpt grads --heads H --params P.safetensors --batch X.safetensors --out G.safetensors
@@ -47,7 +48,7 @@ fn flags(args: &[String], want: &[&str]) -> Res<BTreeMap<String, String>> {
 }
 
 /// Reads a safetensors file: f32 tensors and i32 tensors, by name.
-pub fn read(path: &str) -> Res<(BTreeMap<String, ArrayD<f32>>, BTreeMap<String, ArrayD<i32>>)> {
+pub fn read(path: &str) -> Res<(Named<f32>, Named<i32>)> {
     let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| format!("{path}: not a safetensors file: {e}"))?;
     let (mut reals, mut ints) = (BTreeMap::new(), BTreeMap::new());
@@ -57,11 +58,13 @@ pub fn read(path: &str) -> Res<(BTreeMap<String, ArrayD<f32>>, BTreeMap<String, 
         let data = view.data();
         match view.dtype() {
             Dtype::F32 => {
-                let v: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                let v: Vec<f32> =
+                    data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
                 reals.insert(name, ArrayD::from_shape_vec(shape, v).map_err(|e| e.to_string())?);
             }
             Dtype::I32 => {
-                let v: Vec<i32> = data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                let v: Vec<i32> =
+                    data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
                 ints.insert(name, ArrayD::from_shape_vec(shape, v).map_err(|e| e.to_string())?);
             }
             other => problems.push(format!("`{name}` is {other:?}; expected F32 or I32")),
@@ -81,17 +84,21 @@ pub fn write(path: &str, tensors: &[(String, ArrayD<f32>)]) -> Res<()> {
         .collect();
     let views: Vec<(String, TensorView)> = bytes
         .iter()
-        .map(|(n, b, s)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| e.to_string())?)))
+        .map(|(n, b, s)| {
+            Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| e.to_string())?))
+        })
         .collect::<Res<_>>()?;
     let out = safetensors::serialize(views, None).map_err(|e| e.to_string())?;
     std::fs::write(path, out).map_err(|e| format!("{path}: {e}"))
 }
 
 fn grads(f: &BTreeMap<String, String>) -> Res<()> {
-    let heads: usize = f["--heads"].parse().map_err(|_| format!("--heads: `{}` is not a number", f["--heads"]))?;
+    let heads: usize =
+        f["--heads"].parse().map_err(|_| format!("--heads: `{}` is not a number", f["--heads"]))?;
     let (params, stray) = read(&f["--params"])?;
     let (batch_reals, mut batch) = read(&f["--batch"])?;
-    let mut problems: Vec<String> = stray.keys().map(|k| format!("params: `{k}` is an integer tensor")).collect();
+    let mut problems: Vec<String> =
+        stray.keys().map(|k| format!("params: `{k}` is an integer tensor")).collect();
     problems.extend(batch_reals.keys().map(|k| format!("batch: unexpected f32 tensor `{k}`")));
     for k in batch.keys() {
         if k != "tokens" && k != "targets" {
@@ -101,7 +108,9 @@ fn grads(f: &BTreeMap<String, String>) -> Res<()> {
     for k in ["tokens", "targets"] {
         match batch.get(k) {
             None => problems.push(format!("batch: missing `{k}` (int32 [B, T])")),
-            Some(t) if t.ndim() != 2 => problems.push(format!("batch: `{k}` has shape {:?}, expected [B, T]", t.shape())),
+            Some(t) if t.ndim() != 2 => {
+                problems.push(format!("batch: `{k}` has shape {:?}, expected [B, T]", t.shape()))
+            }
             Some(_) => {}
         }
     }
@@ -119,7 +128,8 @@ fn grads(f: &BTreeMap<String, String>) -> Res<()> {
             return Err(problems.join("\n"));
         }
     };
-    let (tokens, targets) = (batch.remove("tokens").unwrap_or_default(), batch.remove("targets").unwrap_or_default());
+    let (tokens, targets) =
+        (batch.remove("tokens").unwrap_or_default(), batch.remove("targets").unwrap_or_default());
     let inputs = gpt::Inputs { tokens: tokens.view(), targets: targets.view() };
     let mut grads = gpt::Params::zeros(&params.sizes).map_err(|e| e.to_string())?;
     let loss = gpt::grads(&params, &inputs, &mut grads).map_err(|e| e.to_string())?;

@@ -74,4 +74,3 @@ fn main() {
         std::process::exit(1);
     }
 }
-

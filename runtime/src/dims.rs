@@ -105,7 +105,10 @@ impl Env {
             let (mut tn, mut td) = (*n as i128, *d as i128);
             for (s, e) in *syms {
                 let Some(v) = self.get(s) else {
-                    bail!("dimension {s} is not determined by any tensor's shape (needed for {})", show(size));
+                    bail!(
+                        "dimension {s} is not determined by any tensor's shape (needed for {})",
+                        show(size)
+                    );
                 };
                 for _ in 0..e.unsigned_abs() {
                     if *e > 0 {
@@ -201,6 +204,8 @@ mod tests {
         let got = BTreeMap::from([("b".to_string(), vec![4]), ("c".to_string(), vec![1])]);
         let msg = check_names(&expected, &got).unwrap_err().message;
         assert!(msg.starts_with("3 problem(s)"), "{msg}");
-        assert!(msg.contains("missing tensor `a`") && msg.contains("`b` has shape [4]") && msg.contains("`c`"));
+        assert!(
+            msg.contains("missing tensor `a`") && msg.contains("`b` has shape [4]") && msg.contains("`c`")
+        );
     }
 }

@@ -28,7 +28,11 @@ fn same_shape(op: &str, a: &Real, b: &Real) -> Result<()> {
 /// `[.., m, k] · [.., k, n]`, batched over equal leading axes.
 pub fn matmul(a: &Real, b: &Real) -> Result<Real> {
     let (ra, rb) = (a.ndim(), b.ndim());
-    if ra < 2 || ra != rb || a.shape()[..ra - 2] != b.shape()[..rb - 2] || a.shape()[ra - 1] != b.shape()[rb - 2] {
+    if ra < 2
+        || ra != rb
+        || a.shape()[..ra - 2] != b.shape()[..rb - 2]
+        || a.shape()[ra - 1] != b.shape()[rb - 2]
+    {
         bail!("matmul: shapes {:?} and {:?} do not multiply", a.shape(), b.shape());
     }
     let (m, n) = (a.shape()[ra - 2], b.shape()[rb - 1]);
@@ -52,7 +56,9 @@ fn shape_err(op: &'static str) -> impl Fn(ndarray::ShapeError) -> Error {
 /// Output axis `i` is input axis `perm[i]`.
 pub fn permute<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> Result<ArrayD<T>> {
     let mut seen = vec![false; a.ndim()];
-    if perm.len() != a.ndim() || !perm.iter().all(|&p| p < seen.len() && !std::mem::replace(&mut seen[p], true)) {
+    if perm.len() != a.ndim()
+        || !perm.iter().all(|&p| p < seen.len() && !std::mem::replace(&mut seen[p], true))
+    {
         bail!("permute: {perm:?} is not a permutation of {} axes", a.ndim());
     }
     Ok(a.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned())
@@ -60,7 +66,12 @@ pub fn permute<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> Result<ArrayD<T>> {
 
 pub fn reshape<T: Clone>(a: &ArrayD<T>, shape: &[usize]) -> Result<ArrayD<T>> {
     if a.len() != shape.iter().product::<usize>() {
-        bail!("reshape: {:?} has {} elements, {shape:?} has {}", a.shape(), a.len(), shape.iter().product::<usize>());
+        bail!(
+            "reshape: {:?} has {} elements, {shape:?} has {}",
+            a.shape(),
+            a.len(),
+            shape.iter().product::<usize>()
+        );
     }
     a.as_standard_layout().into_owned().into_shape_with_order(IxDyn(shape)).map_err(shape_err("reshape"))
 }

@@ -16,9 +16,15 @@ fn read(path: &str) -> BTreeMap<String, ArrayD<f64>> {
         .map(|(name, v)| {
             let d = v.data();
             let vals: Vec<f64> = match v.dtype() {
-                safetensors::Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                safetensors::Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-                safetensors::Dtype::I32 => d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+                safetensors::Dtype::F32 => {
+                    d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+                }
+                safetensors::Dtype::F64 => {
+                    d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+                }
+                safetensors::Dtype::I32 => {
+                    d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+                }
                 other => panic!("{other:?}"),
             };
             (name, ArrayD::from_shape_vec(v.shape().to_vec(), vals).unwrap())
@@ -52,14 +58,18 @@ fn generated_gpt_matches_pytorch_float64() {
         let p = read(&format!("{dir}/params.safetensors"));
         let batch = read(&format!("{dir}/batch.safetensors"));
         let reference = read(&format!("{dir}/grads.safetensors"));
-        let tensors: BTreeMap<String, ArrayD<f32>> = p.iter().map(|(k, v)| (k.clone(), v.mapv(|x| x as f32))).collect();
+        let tensors: BTreeMap<String, ArrayD<f32>> =
+            p.iter().map(|(k, v)| (k.clone(), v.mapv(|x| x as f32))).collect();
         let shapes = tensors.iter().map(|(k, v)| (k.clone(), v.shape().to_vec())).collect();
         let sizes = gpt::Sizes::infer(&shapes, &[("H", heads)]).unwrap();
         let params = gpt::Params::from_named(tensors, &sizes).unwrap();
         let idx = |k: &str| batch[k].mapv(|v| v as i32);
         let (loss, grads) = run(&params, &idx("tokens"), &idx("targets"));
         let ref_loss = reference["loss"].iter().next().copied().unwrap();
-        assert!(((loss as f64) - ref_loss).abs() / ref_loss.abs() < 1e-5, "{case}: loss {loss} vs {ref_loss}");
+        assert!(
+            ((loss as f64) - ref_loss).abs() / ref_loss.abs() < 1e-5,
+            "{case}: loss {loss} vs {ref_loss}"
+        );
         let named = grads.named();
         assert_eq!(named.len() + 1, reference.len(), "{case}: tensor count");
         for (name, g) in named {
@@ -80,7 +90,9 @@ fn generated_gpt_matches_the_interpreter_on_odd_sizes() {
 
     let text = std::fs::read_to_string(format!("{}/models/gpt.adj", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let env: BTreeMap<String, i64> =
-        [("B", 3), ("T", 5), ("D", 12), ("H", 3), ("F", 10), ("V", 13), ("L", 2)].map(|(k, v)| (k.to_string(), v)).into();
+        [("B", 3), ("T", 5), ("D", 12), ("H", 3), ("F", 10), ("V", 13), ("L", 2)]
+            .map(|(k, v)| (k.to_string(), v))
+            .into();
     let program = lower_model(text.parse().unwrap(), &Mode::Unrolled(env.clone())).unwrap();
     assert_eq!(program.stages.len(), 1, "unrolled: one stage");
     let stage = &program.stages[0];
@@ -94,7 +106,8 @@ fn generated_gpt_matches_the_interpreter_on_odd_sizes() {
     let values = evaluate(&stage.graph, &env, &feeds, &outputs).unwrap();
     let want_loss = values.get(stage.output).unwrap().scalar().unwrap();
     assert!(((loss as f64) - want_loss).abs() < 1e-5 * want_loss.abs(), "loss {loss} vs {want_loss}");
-    let by_name: BTreeMap<String, ArrayD<f32>> = grads.named().into_iter().map(|(n, t)| (n, t.clone())).collect();
+    let by_name: BTreeMap<String, ArrayD<f32>> =
+        grads.named().into_iter().map(|(n, t)| (n, t.clone())).collect();
     assert_eq!(by_name.len(), back.param_grads.len());
     for &(i, id) in &back.param_grads {
         let name = &program.params[i].name;
@@ -117,7 +130,8 @@ fn wrong_input_shapes_are_errors_naming_the_dimension() {
     let inputs = gpt::Inputs { tokens: bad.view(), targets: targets.view() };
     let err = gpt::loss(&params, &inputs).unwrap_err().message;
     assert!(err.contains("index 13 is out of range 0..13"), "{err}");
-    let mut missing: BTreeMap<String, ArrayD<f32>> = params.named().into_iter().map(|(n, t)| (n, t.clone())).collect();
+    let mut missing: BTreeMap<String, ArrayD<f32>> =
+        params.named().into_iter().map(|(n, t)| (n, t.clone())).collect();
     missing.remove("wte");
     missing.insert("extra".into(), ArrayD::zeros(vec![1]));
     missing.insert("wpe".into(), ArrayD::zeros(vec![4, 12]));

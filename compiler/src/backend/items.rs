@@ -28,7 +28,8 @@ pub fn size_fields(p: &Program) -> Vec<String> {
     };
     let in_params = bare(&mut p.params.iter().map(|q| &q.shape));
     let in_inputs = bare(&mut p.inputs.iter().map(|q| &q.shape));
-    let counts: BTreeSet<String> = p.loops.iter().filter_map(|l| l.count.as_sym().map(str::to_string)).collect();
+    let counts: BTreeSet<String> =
+        p.loops.iter().filter_map(|l| l.count.as_sym().map(str::to_string)).collect();
     p.dims
         .iter()
         .filter(|d| in_params.contains(*d) || counts.contains(*d) || !in_inputs.contains(*d))
@@ -46,7 +47,8 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
     let size_names: Vec<String> = size_fields(p);
 
     // Params and layer structs.
-    let model_params: Vec<usize> = (0..p.params.len()).filter(|&i| p.params[i].scope == Scope::Model).collect();
+    let model_params: Vec<usize> =
+        (0..p.params.len()).filter(|&i| p.params[i].scope == Scope::Model).collect();
     let pfields: Vec<Ident> = model_params.iter().map(|&i| field(&p.params[i].name)).collect();
     let pdocs: Vec<String> = model_params.iter().map(|&i| doc_of(p, i)).collect();
     let mut layer_structs = Vec::new();
@@ -54,7 +56,8 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
     let mut loop_types = Vec::new();
     for l in 0..p.loops.len() {
         let ty = layer_type(p, l);
-        let members: Vec<usize> = (0..p.params.len()).filter(|&i| p.params[i].scope == Scope::Loop(l)).collect();
+        let members: Vec<usize> =
+            (0..p.params.len()).filter(|&i| p.params[i].scope == Scope::Loop(l)).collect();
         let f: Vec<Ident> = members.iter().map(|&i| field(&p.params[i].name)).collect();
         let d: Vec<String> = members.iter().map(|&i| doc_of(p, i)).collect();
         let doc = format!(" One layer's parameters of the loop over `{}`.", p.loops[l].var);
@@ -91,10 +94,13 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
                 let var = &p.loops[l].var;
                 let vf = field(var);
                 let ty = layer_type(p, l);
-                let members: Vec<usize> = (0..p.params.len()).filter(|&j| p.params[j].scope == Scope::Loop(l)).collect();
+                let members: Vec<usize> =
+                    (0..p.params.len()).filter(|&j| p.params[j].scope == Scope::Loop(l)).collect();
                 let mf: Vec<Ident> = members.iter().map(|&j| field(&p.params[j].name)).collect();
-                let fmt: Vec<String> = members.iter().map(|&j| format!("{var}{{}}.{}", p.params[j].name)).collect();
-                let shapes: Vec<TokenStream> = members.iter().map(|&j| shape_consts(cx, &p.params[j].shape)).collect();
+                let fmt: Vec<String> =
+                    members.iter().map(|&j| format!("{var}{{}}.{}", p.params[j].name)).collect();
+                let shapes: Vec<TokenStream> =
+                    members.iter().map(|&j| shape_consts(cx, &p.params[j].shape)).collect();
                 let count = cx.size_const(&p.loops[l].count);
                 named.push(quote! {
                     for (__i, __l) in self.#vf.iter().enumerate() {
@@ -114,8 +120,10 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
                 });
                 let prefix = var.clone();
                 let count_sym = p.loops[l].count.as_sym().map(str::to_string);
-                let set_count = count_sym.map(|c| quote! {
-                    let _ = __env.set(#c, __layers, "the layer names");
+                let set_count = count_sym.map(|c| {
+                    quote! {
+                        let _ = __env.set(#c, __layers, "the layer names");
+                    }
                 });
                 infer.push(quote! {
                     let __layers = shapes.keys().filter_map(|n| n.strip_prefix(#prefix)?.split_once('.')?.0.parse::<usize>().ok()).map(|i| i + 1).max().unwrap_or(0);

@@ -69,8 +69,12 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
                 let gf = stage::grad_field(p, i);
                 let pf = emit::field(&p.params[i].name);
                 match p.params[i].scope {
-                    crate::program::Scope::Model => quote!(::adjoint::ops::accumulate(&mut __grads.#pf, &__g.#gf)?;),
-                    crate::program::Scope::Loop(_) => quote!(::adjoint::ops::accumulate(&mut #layer.#pf, &__g.#gf)?;),
+                    crate::program::Scope::Model => {
+                        quote!(::adjoint::ops::accumulate(&mut __grads.#pf, &__g.#gf)?;)
+                    }
+                    crate::program::Scope::Loop(_) => {
+                        quote!(::adjoint::ops::accumulate(&mut #layer.#pf, &__g.#gf)?;)
+                    }
                 }
             });
             let carry = s.carry_in.as_ref().map(|_| quote!(__dx = __g.carry;));

@@ -38,12 +38,8 @@ pub fn names(k: usize, layer: Option<Ident>) -> Names {
 
 /// A local's name: `v{id}`, with the value's display name when it has one.
 fn local(g: &Graph, id: ValueId) -> Ident {
-    let ascii: String = g
-        .display_name(id)
-        .unwrap_or("")
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect();
+    let ascii: String =
+        g.display_name(id).unwrap_or("").chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
     if ascii.is_empty() { format_ident!("v{}", id.0) } else { format_ident!("v{}_{}", id.0, ascii) }
 }
 
@@ -83,7 +79,8 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
     let mut grad_roots: Vec<ValueId> = back.param_grads.iter().map(|x| x.1).collect();
     grad_roots.extend(back.carry_grad);
     let all = g.ancestors(&grad_roots);
-    let backward_ids: Vec<ValueId> = g.ids().filter(|id| all[id.index()] && !forward_set[id.index()]).collect();
+    let backward_ids: Vec<ValueId> =
+        g.ids().filter(|id| all[id.index()] && !forward_set[id.index()]).collect();
     let seed = back.seed;
     let carry = stage.carry_in.as_ref().map(|c| c.1);
     let is_input = |id: ValueId| matches!(g.node(id).op, Op::Source(Source::Input { .. }));
@@ -170,7 +167,8 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
         }
     }
     // A gradient is moved out once; borrowed or repeated ones are cloned.
-    let mut outs: Vec<(Ident, ValueId)> = back.param_grads.iter().map(|&(i, id)| (grad_field(p, i), id)).collect();
+    let mut outs: Vec<(Ident, ValueId)> =
+        back.param_grads.iter().map(|&(i, id)| (grad_field(p, i), id)).collect();
     outs.extend(back.carry_grad.map(|c| (format_ident!("carry"), c)));
     let mut uses = std::collections::BTreeMap::new();
     for (_, id) in &outs {
@@ -195,8 +193,14 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
     let layer_arg = layer.as_ref().map(|l| quote!(__l: &#l,));
     let carry_arg = carry.map(|_| quote!(__carry: &Real,));
     let seed_arg = seed.map(|_| quote!(__seed: &Real,));
-    let fdoc = format!(" Stage {}'s forward pass: its output and the values its backward pass reads.", stage_index(p, stage));
-    let bdoc = format!(" Stage {}'s backward pass: the gradients of its parameters and of its input.", stage_index(p, stage));
+    let fdoc = format!(
+        " Stage {}'s forward pass: its output and the values its backward pass reads.",
+        stage_index(p, stage)
+    );
+    let bdoc = format!(
+        " Stage {}'s backward pass: the gradients of its parameters and of its input.",
+        stage_index(p, stage)
+    );
     quote! {
         struct #saved_ty { #(#saved_fields: #saved_types,)* }
         struct #grads { #(#gfields: Real,)* }

@@ -105,15 +105,29 @@ pub struct Block {
 }
 
 pub enum Stmt {
-    Let { name: Ident, value: Expr },
+    Let {
+        name: Ident,
+        value: Expr,
+    },
     /// `x = expr;`: only inside `for`, to the value the loop carries.
-    Assign { name: Ident, value: Expr },
+    Assign {
+        name: Ident,
+        value: Expr,
+    },
     Param(ParamDecl),
     /// `for h in 0..L { ... }`: a block repeated `count` times, its parameters
     /// named `h0.…`, `h1.…`.
-    For { var: Ident, count: DimExpr, body: Block, range: Range },
+    For {
+        var: Ident,
+        count: DimExpr,
+        body: Block,
+        range: Range,
+    },
     /// `loss expr;`
-    Loss { value: Expr, range: Range },
+    Loss {
+        value: Expr,
+        range: Range,
+    },
 }
 
 pub struct Expr {
@@ -136,11 +150,22 @@ pub enum ExprKind {
     Num(f64),
     /// `[N, D]`, an argument of `reshape`.
     Shape(Vec<DimExpr>),
-    Call { func: Ident, args: Vec<Expr>, kwargs: Vec<(Ident, Expr)> },
-    Binary { op: BinOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    Call {
+        func: Ident,
+        args: Vec<Expr>,
+        kwargs: Vec<(Ident, Expr)>,
+    },
+    Binary {
+        op: BinOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
     Neg(Box<Expr>),
     /// `table[idx]`: embedding lookup.
-    Lookup { table: Box<Expr>, index: Box<Expr> },
+    Lookup {
+        table: Box<Expr>,
+        index: Box<Expr>,
+    },
     /// `(expr).T`
     Transpose(Box<Expr>),
 }

@@ -190,7 +190,8 @@ impl<'m> Lower<'m> {
             );
             return None;
         }
-        let mut kw_values: Vec<Option<KwValue>> = sig.kwargs.iter().map(|k| k.2.map(KwValue::Number)).collect();
+        let mut kw_values: Vec<Option<KwValue>> =
+            sig.kwargs.iter().map(|k| k.2.map(KwValue::Number)).collect();
         let mut ok = true;
         for (key, value) in kwargs {
             let k = key.to_string();
@@ -269,7 +270,10 @@ impl<'m> Lower<'m> {
     ) -> Option<ValueId> {
         let name = f.name.to_string();
         if let Some((k, _)) = kwargs.first() {
-            self.err(Range::one(k.span()), format!("`{name}` is a user function: it takes positional arguments only"));
+            self.err(
+                Range::one(k.span()),
+                format!("`{name}` is a user function: it takes positional arguments only"),
+            );
             return None;
         }
         if args.len() != f.args.len() {
@@ -295,7 +299,10 @@ impl<'m> Lower<'m> {
         let out = match &f.body.tail {
             Some(t) => self.tensor(&local, t),
             None => {
-                self.err(Range::one(f.name.span()), format!("`{name}` has no result: end its body with an expression"));
+                self.err(
+                    Range::one(f.name.span()),
+                    format!("`{name}` has no result: end its body with an expression"),
+                );
                 None
             }
         };

@@ -209,9 +209,19 @@ impl<'m> Lower<'m> {
         {
             display = format!("{display}⁽{}⁾", crate::pretty::superscript(*i));
         }
-        let init = p.init.as_ref().map_or(crate::frontend::ast::Init::Normal { offset: 0.0, std: 0.02 }, |i| i.0.clone());
+        let init = p
+            .init
+            .as_ref()
+            .map_or(crate::frontend::ast::Init::Normal { offset: 0.0, std: 0.02 }, |i| i.0.clone());
         let index = self.program.params.len();
-        self.program.params.push(ParamInfo { name: name.clone(), scope, shape, init, display, range: p.range });
+        self.program.params.push(ParamInfo {
+            name: name.clone(),
+            scope,
+            shape,
+            init,
+            display,
+            range: p.range,
+        });
         self.declared.insert((scope, name), index);
         Some(index)
     }
@@ -245,7 +255,10 @@ impl<'m> Lower<'m> {
                     _ => {
                         let q = a.div(&b);
                         if q.is_none() {
-                            self.err(d.range(), format!("cannot divide by `{b}`: a divisor must be one term"));
+                            self.err(
+                                d.range(),
+                                format!("cannot divide by `{b}`: a divisor must be one term"),
+                            );
                         }
                         q
                     }
@@ -312,7 +325,11 @@ impl<'m> Lower<'m> {
     }
 
     /// Runs a graph-building step; its error becomes a diagnostic at `range`.
-    pub(super) fn built<T>(&mut self, range: Range, f: impl FnOnce(&mut Graph) -> crate::error::Result<T>) -> Option<T> {
+    pub(super) fn built<T>(
+        &mut self,
+        range: Range,
+        f: impl FnOnce(&mut Graph) -> crate::error::Result<T>,
+    ) -> Option<T> {
         match f(&mut self.stage.graph) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -346,7 +363,10 @@ impl<'m> Lower<'m> {
                     let Some(v) = self.tensor(&env, value) else { continue };
                     let ty = self.stage.graph.ty(v).clone();
                     if ty.shape.rank() != 0 {
-                        self.err(value.range, format!("the loss must be a scalar, but this has shape {}", ty.shape));
+                        self.err(
+                            value.range,
+                            format!("the loss must be a scalar, but this has shape {}", ty.shape),
+                        );
                         continue;
                     }
                     self.finish_stage(v);
@@ -355,7 +375,10 @@ impl<'m> Lower<'m> {
             }
         }
         if self.loss.is_none() {
-            self.err(Range::one(model.name.span()), "the model has no `loss` statement: end it with `loss <expr>;`");
+            self.err(
+                Range::one(model.name.span()),
+                "the model has no `loss` statement: end it with `loss <expr>;`",
+            );
         }
     }
 
@@ -383,10 +406,12 @@ impl<'m> Lower<'m> {
                     env.insert(p.dotted(), Binding::Value(v));
                 }
             }
-            Stmt::Assign { name, .. } => {
-                self.err(Range::one(name.span()), "assignment is only for the value a loop carries: `x = block(x);` inside `for`")
-            }
-            Stmt::For { range, .. } => self.err(*range, "loops are written at the model's top level, not in a function or another loop"),
+            Stmt::Assign { name, .. } => self.err(
+                Range::one(name.span()),
+                "assignment is only for the value a loop carries: `x = block(x);` inside `for`",
+            ),
+            Stmt::For { range, .. } => self
+                .err(*range, "loops are written at the model's top level, not in a function or another loop"),
             Stmt::Loss { range, .. } => self.err(*range, "`loss` is written at the model's top level"),
         }
     }
@@ -396,7 +421,7 @@ impl<'m> Lower<'m> {
         let mut carried: Vec<&syn::Ident> = Vec::new();
         for s in &body.stmts {
             if let Stmt::Assign { name, .. } = s
-                && !carried.iter().any(|c| *c == name)
+                && !carried.contains(&name)
             {
                 carried.push(name);
             }
@@ -404,7 +429,8 @@ impl<'m> Lower<'m> {
         let x = match carried.as_slice() {
             [x] => x.to_string(),
             [] => {
-                return self.err(range, "a repeated block must update the value it carries, e.g. `x = block(x);`");
+                return self
+                    .err(range, "a repeated block must update the value it carries, e.g. `x = block(x);`");
             }
             [_, second, ..] => {
                 return self.err(
@@ -506,7 +532,10 @@ impl<'m> Lower<'m> {
                     if want != got {
                         self.err(
                             value.range,
-                            format!("a repeated block must keep `{x}`'s shape: {} in, {} out", want.shape, got.shape),
+                            format!(
+                                "a repeated block must keep `{x}`'s shape: {} in, {} out",
+                                want.shape, got.shape
+                            ),
                         );
                         return None;
                     }
@@ -541,7 +570,10 @@ impl<'m> Lower<'m> {
         }
         for (i, p) in self.program.params.clone().iter().enumerate() {
             if !used[i] {
-                self.err(p.range, format!("parameter `{}` is declared but the loss does not depend on it", p.name));
+                self.err(
+                    p.range,
+                    format!("parameter `{}` is declared but the loss does not depend on it", p.name),
+                );
             }
         }
     }

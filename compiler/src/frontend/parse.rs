@@ -482,8 +482,35 @@ fn primary(input: ParseStream) -> syn::Result<Expr> {
     Ok(Expr { kind: ExprKind::Path(path), range })
 }
 
-/// Parses one expression, for tests.
 #[cfg(test)]
-pub(super) fn parse_expr(tokens: proc_macro2::TokenStream) -> syn::Result<Expr> {
-    (|input: ParseStream| expr(input)).parse2(tokens)
+mod tests {
+    use super::*;
+
+    fn shape(e: &Expr) -> String {
+        match &e.kind {
+            ExprKind::Path(p) => p.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("."),
+            ExprKind::Num(v) => v.to_string(),
+            ExprKind::Binary { op, lhs, rhs } => format!("({} {op:?} {})", shape(lhs), shape(rhs)),
+            ExprKind::Neg(x) => format!("-{}", shape(x)),
+            ExprKind::Transpose(x) => format!("{}ᵀ", shape(x)),
+            ExprKind::Lookup { table, index } => format!("{}[{}]", shape(table), shape(index)),
+            ExprKind::Call { func, args, .. } => {
+                format!("{func}({})", args.iter().map(shape).collect::<Vec<_>>().join(", "))
+            }
+            ExprKind::Shape(d) => format!("[{}]", d.len()),
+        }
+    }
+
+    fn parse(text: &str) -> String {
+        shape(&(|input: ParseStream| expr(input)).parse_str(text).unwrap())
+    }
+
+    #[test]
+    fn precedence_and_postfix() {
+        assert_eq!(parse("x @ w + b * 2"), "((x Matmul w) Add (b Mul 2))");
+        assert_eq!(parse("a - b - c"), "((a Sub b) Sub c)");
+        assert_eq!(parse("-x @ w.T"), "(-x Matmul w.T)");
+        assert_eq!(parse("(q @ k).T / 2"), "((q Matmul k)ᵀ Div 2)");
+        assert_eq!(parse("wte[tokens] + f(x, [N, D])"), "(wte[tokens] Add f(x, [2]))");
+    }
 }

@@ -3,9 +3,9 @@
 //! A reduction removes its axis; the adjoint broadcasts the gradient back over it.
 //! Sum's adjoint is that broadcast; max's routes it to the (first) maximal entry.
 
+use ndarray::{ArrayD, Axis};
 use proc_macro2::TokenStream;
 use quote::quote;
-use ndarray::{ArrayD, Axis};
 
 use crate::error::Result;
 use crate::interp::Tensor;
