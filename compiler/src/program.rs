@@ -117,32 +117,8 @@ impl Program {
         Ok(())
     }
 
-    /// Every parameter's name in the checkpoint file, with `layers` per loop, in
-    /// declaration order (`wte`, `h0.attn.wq`, ...). Parameters of a loop are listed
-    /// together, layer by layer, where the loop's first parameter was declared.
-    pub fn file_names(&self, layers: &[usize]) -> Vec<(usize, Option<usize>, String)> {
-        let mut out = Vec::new();
-        let mut done = vec![false; self.loops.len()];
-        for (i, p) in self.params.iter().enumerate() {
-            match p.scope {
-                Scope::Model => out.push((i, None, p.name.clone())),
-                Scope::Loop(l) if !done[l] => {
-                    done[l] = true;
-                    for layer in 0..layers.get(l).copied().unwrap_or(0) {
-                        for (j, q) in self.params.iter().enumerate() {
-                            if q.scope == Scope::Loop(l) {
-                                out.push((
-                                    j,
-                                    Some(layer),
-                                    format!("{}{layer}.{}", self.loops[l].var, q.name),
-                                ));
-                            }
-                        }
-                    }
-                }
-                Scope::Loop(_) => {}
-            }
-        }
-        out
+    /// The indices of the parameters in `scope`, in declaration order.
+    pub fn members(&self, scope: Scope) -> Vec<usize> {
+        (0..self.params.len()).filter(|&i| self.params[i].scope == scope).collect()
     }
 }

@@ -77,31 +77,31 @@ impl Emit {
     }
 }
 
-pub fn f64_lit(v: f64) -> TokenStream {
-    if v.is_finite() {
+/// A float literal of type `ty` (`f32` or `f64`); non-finite values as its constants.
+fn float_lit(v: f64, ty: &str) -> TokenStream {
+    let ty = quote::format_ident!("{}", ty);
+    if v.is_nan() {
+        quote!(#ty::NAN)
+    } else if v == f64::INFINITY {
+        quote!(#ty::INFINITY)
+    } else if v == f64::NEG_INFINITY {
+        quote!(#ty::NEG_INFINITY)
+    } else if ty == "f32" {
+        let l = Literal::f32_suffixed(v as f32);
+        quote!(#l)
+    } else {
         let l = Literal::f64_suffixed(v);
         quote!(#l)
-    } else if v > 0.0 {
-        quote!(f64::INFINITY)
-    } else if v < 0.0 {
-        quote!(f64::NEG_INFINITY)
-    } else {
-        quote!(f64::NAN)
     }
 }
 
+pub fn f64_lit(v: f64) -> TokenStream {
+    float_lit(v, "f64")
+}
+
+/// `v` rounded to f32 (a value beyond f32's range becomes an infinity).
 pub fn f32_lit(v: f64) -> TokenStream {
-    let f = v as f32;
-    if f.is_finite() {
-        let l = Literal::f32_suffixed(f);
-        quote!(#l)
-    } else if f > 0.0 {
-        quote!(f32::INFINITY)
-    } else if f < 0.0 {
-        quote!(f32::NEG_INFINITY)
-    } else {
-        quote!(f32::NAN)
-    }
+    float_lit(v as f32 as f64, "f32")
 }
 
 /// A plain identifier from text such as `attn.wq` → `attn_wq`.

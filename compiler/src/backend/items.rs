@@ -43,12 +43,11 @@ fn shape_consts(cx: &Emit, shape: &crate::ir::Shape) -> TokenStream {
 }
 
 pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
-    let sizes: Vec<Ident> = size_fields(p).iter().map(|s| field(s)).collect();
     let size_names: Vec<String> = size_fields(p);
+    let sizes: Vec<Ident> = size_names.iter().map(|s| field(s)).collect();
 
     // Params and layer structs.
-    let model_params: Vec<usize> =
-        (0..p.params.len()).filter(|&i| p.params[i].scope == Scope::Model).collect();
+    let model_params = p.members(Scope::Model);
     let pfields: Vec<Ident> = model_params.iter().map(|&i| field(&p.params[i].name)).collect();
     let pdocs: Vec<String> = model_params.iter().map(|&i| doc_of(p, i)).collect();
     let mut layer_structs = Vec::new();
@@ -56,8 +55,7 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
     let mut loop_types = Vec::new();
     for l in 0..p.loops.len() {
         let ty = layer_type(p, l);
-        let members: Vec<usize> =
-            (0..p.params.len()).filter(|&i| p.params[i].scope == Scope::Loop(l)).collect();
+        let members = p.members(Scope::Loop(l));
         let f: Vec<Ident> = members.iter().map(|&i| field(&p.params[i].name)).collect();
         let d: Vec<String> = members.iter().map(|&i| doc_of(p, i)).collect();
         let doc = format!(" One layer's parameters of the loop over `{}`.", p.loops[l].var);
@@ -94,8 +92,7 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
                 let var = &p.loops[l].var;
                 let vf = field(var);
                 let ty = layer_type(p, l);
-                let members: Vec<usize> =
-                    (0..p.params.len()).filter(|&j| p.params[j].scope == Scope::Loop(l)).collect();
+                let members = p.members(Scope::Loop(l));
                 let mf: Vec<Ident> = members.iter().map(|&j| field(&p.params[j].name)).collect();
                 let fmt: Vec<String> =
                     members.iter().map(|&j| format!("{var}{{}}.{}", p.params[j].name)).collect();
@@ -118,7 +115,6 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
                         #vf.push(#ty { #(#mf: __make(::std::format!(#fmt, __i), #shapes)?,)* });
                     }
                 });
-                let prefix = var.clone();
                 let count_sym = p.loops[l].count.as_sym().map(str::to_string);
                 let set_count = count_sym.map(|c| {
                     quote! {
@@ -126,7 +122,7 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
                     }
                 });
                 infer.push(quote! {
-                    let __layers = shapes.keys().filter_map(|n| n.strip_prefix(#prefix)?.split_once('.')?.0.parse::<usize>().ok()).map(|i| i + 1).max().unwrap_or(0);
+                    let __layers = shapes.keys().filter_map(|n| n.strip_prefix(#var)?.split_once('.')?.0.parse::<usize>().ok()).map(|i| i + 1).max().unwrap_or(0);
                     #set_count
                     #(if let Some(s) = shapes.get(&::std::format!(#fmt, 0)) { let _ = __env.bind_shape(#fmt, #shapes, s); })*
                 });
@@ -148,22 +144,15 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
 
     // Inputs.
     let ifields: Vec<Ident> = p.inputs.iter().map(|x| field(&x.name)).collect();
-    let itypes: Vec<TokenStream> = p
+    // Element type of the view, and of the owned array the kernels take.
+    let (itypes, itypes_owned): (Vec<TokenStream>, Vec<TokenStream>) = p
         .inputs
         .iter()
         .map(|x| match x.dtype {
-            DType::F32 => quote!(f32),
-            DType::Index => quote!(i32),
+            DType::F32 => (quote!(f32), quote!(Real)),
+            DType::Index => (quote!(i32), quote!(Index)),
         })
-        .collect();
-    let itypes_owned: Vec<TokenStream> = p
-        .inputs
-        .iter()
-        .map(|x| match x.dtype {
-            DType::F32 => quote!(Real),
-            DType::Index => quote!(Index),
-        })
-        .collect();
+        .unzip();
     let inames: Vec<String> = p.inputs.iter().map(|x| format!("input `{}`", x.name)).collect();
     let ishapes: Vec<TokenStream> = p.inputs.iter().map(|x| shape_consts(cx, &x.shape)).collect();
 

@@ -109,7 +109,6 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
         }
     }
     bwd.reverse();
-    let first_backward = quote!(let mut __dx: Real;);
     quote! {
         /// The loss for these parameters and inputs.
         pub fn loss(params: &Params, inputs: &Inputs) -> Result<f32> {
@@ -127,7 +126,8 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
             #(#fwd)*
             grads.zero_like(params);
             let __grads = grads;
-            #first_backward
+            // The gradient flowing back into each stage; the loss stage sets it first.
+            let mut __dx: Real;
             #(#bwd)*
             ::adjoint::ops::scalar(&__loss)
         }

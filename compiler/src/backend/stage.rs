@@ -18,6 +18,7 @@ use crate::program::{Program, Scope, Stage};
 
 /// How generated code refers to a stage's names.
 pub struct Names {
+    pub index: usize,
     pub forward: Ident,
     pub backward: Ident,
     pub saved: Ident,
@@ -28,6 +29,7 @@ pub struct Names {
 
 pub fn names(k: usize, layer: Option<Ident>) -> Names {
     Names {
+        index: k,
         forward: format_ident!("stage{}_forward", k),
         backward: format_ident!("stage{}_backward", k),
         saved: format_ident!("Stage{}Saved", k),
@@ -189,18 +191,12 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
         })
         .unzip();
 
-    let Names { forward, backward, saved: saved_ty, grads, layer } = n;
+    let Names { index, forward, backward, saved: saved_ty, grads, layer } = n;
     let layer_arg = layer.as_ref().map(|l| quote!(__l: &#l,));
     let carry_arg = carry.map(|_| quote!(__carry: &Real,));
     let seed_arg = seed.map(|_| quote!(__seed: &Real,));
-    let fdoc = format!(
-        " Stage {}'s forward pass: its output and the values its backward pass reads.",
-        stage_index(p, stage)
-    );
-    let bdoc = format!(
-        " Stage {}'s backward pass: the gradients of its parameters and of its input.",
-        stage_index(p, stage)
-    );
+    let fdoc = format!(" Stage {}'s forward pass: its output and the values its backward pass reads.", index);
+    let bdoc = format!(" Stage {}'s backward pass: the gradients of its parameters and of its input.", index);
     quote! {
         struct #saved_ty { #(#saved_fields: #saved_types,)* }
         struct #grads { #(#gfields: Real,)* }
@@ -217,10 +213,6 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
             Ok(#grads { #(#gfields: #gvalues,)* })
         }
     }
-}
-
-fn stage_index(p: &Program, stage: &Stage) -> usize {
-    p.stages.iter().position(|s| std::ptr::eq(s, stage)).unwrap_or(0)
 }
 
 /// `let v = kernel(inputs);` for one node.

@@ -84,8 +84,8 @@ impl<'m> Lower<'m> {
             return Some(match *b {
                 Binding::Value(v) => Some(v),
                 Binding::Poisoned => None,
-                Binding::Stale(cut) => {
-                    self.stale(name, cut, range);
+                Binding::Stale => {
+                    self.stale(name, range);
                     None
                 }
             });
@@ -201,7 +201,7 @@ impl<'m> Lower<'m> {
                 ok = false;
                 continue;
             };
-            let v = self.kw_value(env, sig.kwargs[pos].1, value);
+            let v = self.kw_value(sig.kwargs[pos].1, value);
             ok &= v.is_some();
             kw_values[pos] = v;
         }
@@ -239,7 +239,7 @@ impl<'m> Lower<'m> {
         self.built(range, |g| calls::lower(g, &name, &values, &kws, shape)).map(Operand::Tensor)
     }
 
-    fn kw_value(&mut self, env: &Env, kind: KwKind, value: &'m Expr) -> Option<KwValue> {
+    fn kw_value(&mut self, kind: KwKind, value: &'m Expr) -> Option<KwValue> {
         match (kind, &value.kind) {
             (KwKind::Number, ExprKind::Num(v)) => Some(KwValue::Number(*v)),
             (KwKind::Dim, ExprKind::Num(v)) if v.fract() == 0.0 && *v >= 1.0 && *v < 1e9 => {
@@ -249,7 +249,6 @@ impl<'m> Lower<'m> {
                 Some(KwValue::Dim(self.dims[&p[0].to_string()].clone()))
             }
             (KwKind::Dim, _) => {
-                let _ = env;
                 self.err(value.range, "expected a dimension name such as `H`, or a whole number");
                 None
             }

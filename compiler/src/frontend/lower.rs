@@ -60,8 +60,8 @@ pub fn lower(model: &Model, mode: &Mode) -> Result<Program, Vec<Diag>> {
 #[derive(Clone, Copy)]
 pub(super) enum Binding {
     Value(ValueId),
-    /// Computed before a loop cut (at this range), so not available in this stage.
-    Stale(Range),
+    /// Computed on the other side of a loop cut, so not available in this stage.
+    Stale,
     /// Its definition failed (already reported).
     Poisoned,
 }
@@ -449,7 +449,7 @@ impl<'m> Lower<'m> {
         let x_in = match env.get(&x) {
             Some(Binding::Value(v)) => *v,
             Some(Binding::Poisoned) => return,
-            Some(Binding::Stale(at)) => return self.stale(&x, *at, Range::one(carried[0].span())),
+            Some(Binding::Stale) => return self.stale(&x, Range::one(carried[0].span())),
             None => {
                 let hint = Self::suggest(&x, env.keys().map(String::as_str));
                 return self.err(
@@ -468,7 +468,7 @@ impl<'m> Lower<'m> {
                 let ty = self.stage.graph.ty(x_in).clone();
                 self.finish_stage(x_in);
                 let carry = self.open_stage(&x, &ty, Some(index), range);
-                let mut inner: Env = env.keys().map(|k| (k.clone(), Binding::Stale(range))).collect();
+                let mut inner: Env = env.keys().map(|k| (k.clone(), Binding::Stale)).collect();
                 inner.insert(x.clone(), Binding::Value(carry));
                 self.layer = Some(Layer { index, var: var.to_string(), unrolled: None });
                 let out = self.loop_body(&mut inner, body, &x, carry);
@@ -486,7 +486,7 @@ impl<'m> Lower<'m> {
                     }
                 };
                 for b in env.values_mut() {
-                    *b = Binding::Stale(range);
+                    *b = Binding::Stale;
                 }
                 env.insert(x, next);
             }
@@ -548,8 +548,7 @@ impl<'m> Lower<'m> {
         out
     }
 
-    pub(super) fn stale(&mut self, name: &str, cut: Range, at: Range) {
-        let _ = cut;
+    pub(super) fn stale(&mut self, name: &str, at: Range) {
         self.err(
             at,
             format!(
