@@ -1,6 +1,9 @@
 //! The computations behind the examples, as functions, so tests can assert what the
 //! examples print.
 
+pub mod model;
+pub mod train;
+
 use std::collections::BTreeMap;
 
 use adjoint_compiler::autodiff;

@@ -90,6 +90,8 @@ pub struct Program {
     pub params: Vec<ParamInfo>,
     pub loops: Vec<LoopInfo>,
     pub stages: Vec<Stage>,
+    /// `output` values: names and values of the last stage's graph.
+    pub outputs: Vec<(String, ValueId)>,
 }
 
 impl Program {

@@ -95,6 +95,9 @@ pub mod dims;
 pub mod error;
 pub mod init;
 pub mod ops;
+pub mod optim;
+pub mod sample;
+pub mod tensorfile;
 
 pub use adjoint_macros::model;
 pub use error::{Error, Result};

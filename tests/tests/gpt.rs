@@ -151,7 +151,7 @@ fn gpt_formulas_snapshot() {
 fn the_macro_example_and_the_model_file_are_the_same_model() {
     let root = env!("CARGO_MANIFEST_DIR");
     let file = std::fs::read_to_string(format!("{root}/models/gpt.adj")).unwrap();
-    let example = std::fs::read_to_string(format!("{root}/../examples/gpt/main.rs")).unwrap();
+    let example = std::fs::read_to_string(format!("{root}/../examples/model.rs")).unwrap();
     let start = example.find("adjoint::model! {").unwrap() + "adjoint::model! {".len();
     let end = example.find("\n}\n").unwrap();
     let tokens = |s: &str| s.parse::<proc_macro2::TokenStream>().unwrap().to_string();

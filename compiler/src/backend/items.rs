@@ -74,6 +74,7 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
     let mut infer = Vec::new();
     let mut named_mut = Vec::new();
     let mut build = Vec::new();
+    let mut shape_list = Vec::new();
     let mut checks = Vec::new();
     for q in &p.params {
         let shape = shape_consts(cx, &q.shape);
@@ -84,6 +85,7 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
                 named.push(quote!(__out.push((::std::string::String::from(#name), &self.#f));));
                 named_mut.push(quote!(__out.push((::std::string::String::from(#name), &mut self.#f));));
                 build.push(quote!(let #f = __make(::std::string::String::from(#name), #shape)?;));
+                shape_list.push(quote!(__out.push((::std::string::String::from(#name), __dims(#shape)?));));
                 checks.push(quote!(__env.check_shape(#name, #shape, params.#f.shape())?;));
                 infer.push(quote!(if let Some(s) = shapes.get(#name) { let _ = __env.bind_shape(#name, #shape, s); }));
             }
@@ -113,6 +115,11 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
                     let mut #vf = ::std::vec::Vec::new();
                     for __i in 0..__env.eval(#count)? {
                         #vf.push(#ty { #(#mf: __make(::std::format!(#fmt, __i), #shapes)?,)* });
+                    }
+                });
+                shape_list.push(quote! {
+                    for __i in 0..__env.eval(#count)? {
+                        #(__out.push((::std::format!(#fmt, __i), __dims(#shapes)?));)*
                     }
                 });
                 let count_sym = p.loops[l].count.as_sym().map(str::to_string);
@@ -214,6 +221,16 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
                 };
                 #(#build)*
                 Ok(Params { sizes: *sizes, #(#all_fields,)* })
+            }
+
+            /// Every tensor's file name and shape for these sizes, in `named` order,
+            /// without allocating any: what to check a file against before loading it.
+            pub fn shapes(sizes: &Sizes) -> Result<::std::vec::Vec<(::std::string::String, ::std::vec::Vec<usize>)>> {
+                let __env = sizes.env()?;
+                let __dims = |shape: &[::adjoint::dims::Size]| shape.iter().map(|s| __env.eval(s)).collect::<Result<::std::vec::Vec<usize>>>();
+                let mut __out = ::std::vec::Vec::new();
+                #(#shape_list)*
+                Ok(__out)
             }
 
             /// Fresh parameters: each `offset + std·N(0,1)` as its declaration says, from `seed`.

@@ -3,7 +3,7 @@
 //!
 //! The module's public API (what `model!` promises, stable across code generators):
 //! `Sizes`, `Params` (+ one struct per loop's layer), `Grads`, `Inputs`, `loss`,
-//! `grads`, `formulas` and `SOURCE`. Inside, each stage is a forward and a backward
+//! `grads`, `formulas`, `SOURCE`, and with `output` statements `Outputs` and `outputs`. Inside, each stage is a forward and a backward
 //! function (`stage`); `loss` and `grads` run the stages, the loops over layers.
 
 pub mod emit;
@@ -33,6 +33,7 @@ pub fn generate(program: &Program, source: &str, docs: &[syn::Attribute]) -> Tok
         names.push(n);
     }
     let run = run(program, &names);
+    let outputs = outputs(program, &names, &cx);
     let sizes = cx.size_items();
     quote! {
         #(#docs)*
@@ -49,6 +50,7 @@ pub fn generate(program: &Program, source: &str, docs: &[syn::Attribute]) -> Tok
             #items
             #formulas
             #run
+            #outputs
             #(#stages)*
         }
     }
@@ -131,6 +133,55 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
             #(#bwd)*
             ::adjoint::ops::scalar(&__loss)
         }
+    }
+}
+
+/// `Outputs` and `outputs`: the model's `output` values, without the backward pass.
+fn outputs(p: &Program, names: &[stage::Names], cx: &Emit) -> TokenStream {
+    if p.outputs.is_empty() {
+        return quote!();
+    }
+    let last = p.stages.len() - 1;
+    let graph = &p.stages[last].graph;
+    let fields = p.outputs.iter().map(|o| emit::field(&o.0));
+    let types = p.outputs.iter().map(|o| match graph.ty(o.1).dtype {
+        crate::ir::DType::F32 => quote!(Real),
+        crate::ir::DType::Index => quote!(Index),
+    });
+    let docs = p.outputs.iter().map(|o| format!(" `{}`, shape {}.", o.0, graph.ty(o.1).shape));
+    let mut lines = Vec::new();
+    for (s, n) in p.stages.iter().zip(names).take(last) {
+        let f = &n.forward;
+        let carry = s.carry_in.as_ref().map(|_| quote!(&__x,));
+        lines.push(match s.repeat {
+            None => quote!(let (__x, _) = #f(&__env, __p, &__data, #carry)?;),
+            Some(l) => {
+                let var = emit::field(&p.loops[l].var);
+                quote! {
+                    let mut __x = __x;
+                    for __l in &__p.#var {
+                        __x = #f(&__env, __p, __l, &__data, &__x)?.0;
+                    }
+                }
+            }
+        });
+    }
+    let run_last = format_ident!("stage{}_outputs", last);
+    let carry = p.stages[last].carry_in.as_ref().map(|_| quote!(&__x,));
+    let stage_fn = stage::emit_outputs(p, &p.stages[last], &names[last], cx);
+    quote! {
+        /// The model's `output` values.
+        pub struct Outputs { #(#[doc = #docs] pub #fields: #types,)* }
+
+        /// The `output` values for these parameters and inputs (the forward pass only).
+        pub fn outputs(params: &Params, inputs: &Inputs) -> Result<Outputs> {
+            let (__env, __data) = bind(params, inputs)?;
+            let __p = params;
+            #(#lines)*
+            #run_last(&__env, __p, &__data, #carry)
+        }
+
+        #stage_fn
     }
 }
 

@@ -105,20 +105,7 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
     saved.retain(|&id| !is_input(id) || Some(id) == carry);
 
     // ---- forward ----
-    let mut fwd = Vec::new();
-    let mut is_ref = BTreeSet::new();
-    for id in g.ids().filter(|id| forward_set[id.index()]) {
-        let v = local(g, id);
-        if Some(id) == carry {
-            fwd.push(quote!(let #v = __carry;));
-            is_ref.insert(id);
-        } else if let Some(read) = bind_input(p, stage, id) {
-            fwd.push(quote!(let #v = #read;));
-            is_ref.insert(id);
-        } else {
-            fwd.push(node(g, id, &v, &is_ref, cx));
-        }
-    }
+    let (fwd, is_ref) = forward_lines(p, stage, &forward_set, cx);
     let out = local(g, stage.output);
     let out_expr = if is_ref.contains(&stage.output) {
         quote!(::core::clone::Clone::clone(#out))
@@ -211,6 +198,70 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
             __saved: &#saved_ty, #seed_arg) -> Result<#grads> {
             #(#bwd)*
             Ok(#grads { #(#gfields: #gvalues,)* })
+        }
+    }
+}
+
+/// The forward pass over the nodes in `wanted`, in id order; the set holds the locals
+/// that are references (inputs) rather than owned values.
+fn forward_lines(
+    p: &Program,
+    stage: &Stage,
+    wanted: &[bool],
+    cx: &Emit,
+) -> (Vec<TokenStream>, BTreeSet<ValueId>) {
+    let g = &stage.graph;
+    let carry = stage.carry_in.as_ref().map(|c| c.1);
+    let mut lines = Vec::new();
+    let mut is_ref = BTreeSet::new();
+    for id in g.ids().filter(|id| wanted[id.index()]) {
+        let v = local(g, id);
+        if Some(id) == carry {
+            lines.push(quote!(let #v = __carry;));
+            is_ref.insert(id);
+        } else if let Some(read) = bind_input(p, stage, id) {
+            lines.push(quote!(let #v = #read;));
+            is_ref.insert(id);
+        } else {
+            lines.push(node(g, id, &v, &is_ref, cx));
+        }
+    }
+    (lines, is_ref)
+}
+
+/// The last stage's `output` values, computing only what they need:
+/// `fn stage{k}_outputs(..) -> Result<Outputs>`.
+pub fn emit_outputs(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
+    let g = &stage.graph;
+    let ids: Vec<ValueId> = p.outputs.iter().map(|o| o.1).collect();
+    let (lines, is_ref) = forward_lines(p, stage, &g.ancestors(&ids), cx);
+    let fields: Vec<Ident> = p.outputs.iter().map(|o| field(&o.0)).collect();
+    let mut moved = BTreeSet::new();
+    let values: Vec<TokenStream> = ids
+        .iter()
+        .map(|&id| {
+            let v = local(g, id);
+            if is_ref.contains(&id) {
+                quote!(::core::clone::Clone::clone(#v))
+            } else if !moved.insert(id) {
+                quote!(::core::clone::Clone::clone(&#v))
+            } else {
+                quote!(#v)
+            }
+        })
+        .collect();
+    let name = format_ident!("stage{}_outputs", n.index);
+    let carry_arg = stage.carry_in.as_ref().map(|_| quote!(__carry: &Real,));
+    let doc = format!(" Stage {}'s `output` values, computing only what they need.", n.index);
+    // Clones come first so a value moved into one field can still be cloned for another.
+    let order: Vec<usize> = (0..ids.len()).rev().collect();
+    let (ofields, ovalues): (Vec<&Ident>, Vec<&TokenStream>) =
+        order.iter().map(|&i| (&fields[i], &values[i])).unzip();
+    quote! {
+        #[doc = #doc]
+        fn #name(__env: &::adjoint::dims::Env, __p: &Params, __data: &Data, #carry_arg) -> Result<Outputs> {
+            #(#lines)*
+            Ok(Outputs { #(#ofields: #ovalues,)* })
         }
     }
 }

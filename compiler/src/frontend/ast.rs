@@ -40,7 +40,7 @@ pub enum Item {
     Input { name: Ident, ty: TypeExpr },
     /// `fn name(args) { ... }`: a user-defined block.
     Fn(FnDef),
-    /// A statement of the model body (`let`, `param`, `for`, `loss`).
+    /// A statement of the model body (`let`, `param`, `for`, `output`, `loss`).
     Stmt(Stmt),
 }
 
@@ -125,6 +125,11 @@ pub enum Stmt {
     },
     /// `loss expr;`
     Loss {
+        value: Expr,
+        range: Range,
+    },
+    /// `output logits;`: a value the generated `outputs` function returns.
+    Output {
         value: Expr,
         range: Range,
     },

@@ -48,6 +48,7 @@ pub fn lower(model: &Model, mode: &Mode) -> Result<Program, Vec<Diag>> {
         calls: Vec::new(),
         layer: None,
         loss: None,
+        outputs: Vec::new(),
     };
     l.declarations(model);
     l.body(model);
@@ -107,6 +108,8 @@ pub(super) struct Lower<'m> {
     pub(super) calls: Vec<String>,
     pub(super) layer: Option<Layer>,
     pub(super) loss: Option<Range>,
+    /// `output` statements of the current stage: name, value, where.
+    pub(super) outputs: Vec<(String, ValueId, Range)>,
 }
 
 impl<'m> Lower<'m> {
@@ -348,7 +351,9 @@ impl<'m> Lower<'m> {
             let Item::Stmt(stmt) = item else { continue };
             if let (Some(_), false) = (self.loss, matches!(stmt, Stmt::Param(_))) {
                 let at = match stmt {
-                    Stmt::Loss { range: r, .. } | Stmt::For { range: r, .. } => *r,
+                    Stmt::Loss { range: r, .. }
+                    | Stmt::For { range: r, .. }
+                    | Stmt::Output { range: r, .. } => *r,
                     Stmt::Param(p) => p.range,
                     Stmt::Let { name, .. } | Stmt::Assign { name, .. } => Range::one(name.span()),
                 };
@@ -369,8 +374,10 @@ impl<'m> Lower<'m> {
                         );
                         continue;
                     }
+                    self.program.outputs = self.outputs.drain(..).map(|(n, v, _)| (n, v)).collect();
                     self.finish_stage(v);
                 }
+                Stmt::Output { value, range } => self.output(&env, value, *range),
                 other => self.stmt(&mut env, other),
             }
         }
@@ -413,11 +420,35 @@ impl<'m> Lower<'m> {
             Stmt::For { range, .. } => self
                 .err(*range, "loops are written at the model's top level, not in a function or another loop"),
             Stmt::Loss { range, .. } => self.err(*range, "`loss` is written at the model's top level"),
+            Stmt::Output { range, .. } => self.err(*range, "`output` is written at the model's top level"),
+        }
+    }
+
+    /// `output name;`: a named value of the last stage that `outputs` returns.
+    fn output(&mut self, env: &Env, value: &'m Expr, range: Range) {
+        let crate::frontend::ast::ExprKind::Path(path) = &value.kind else {
+            self.err(value.range, "`output` takes the name of a `let` value: `output logits;`");
+            return;
+        };
+        let name = path.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("_");
+        if self.outputs.iter().any(|o| o.0 == name) {
+            self.err(range, format!("`{name}` is already an output"));
+            return;
+        }
+        if let Some(v) = self.tensor(env, value) {
+            self.outputs.push((name, v, range));
         }
     }
 
     /// `for var in 0..count { x = f(x); }` at the top level.
     fn repeat(&mut self, env: &mut Env, var: &syn::Ident, count: &DimExpr, body: &'m Block, range: Range) {
+        // `outputs` runs the last stage only; earlier values are gone once a loop starts.
+        for (name, _, at) in std::mem::take(&mut self.outputs) {
+            self.err(
+                at,
+                format!("output `{name}` comes before a loop; outputs are written after the last loop"),
+            );
+        }
         let mut carried: Vec<&syn::Ident> = Vec::new();
         for s in &body.stmts {
             if let Stmt::Assign { name, .. } = s

@@ -6,7 +6,7 @@
 //! model    := doc* 'model' Ident '{' item* '}'
 //! item     := 'dims' Ident,+ ';' | 'dim' Ident '=' dim ';' | 'input' Ident ':' type ';'
 //!           | 'fn' Ident '(' Ident,* ')' block | stmt
-//! stmt     := 'let' Ident '=' expr ';' | Ident '=' expr ';' | 'loss' expr ';'
+//! stmt     := 'let' Ident '=' expr ';' | Ident '=' expr ';' | 'loss' expr ';' | 'output' Ident ';'
 //!           | 'param' path ':' type ('=' init)? ('as' (Ident | Str))? ';'
 //!           | 'for' Ident 'in' 0 '..' dim block
 //! type     := 'index'? '[' dim,* ']'
@@ -33,6 +33,7 @@ mod kw {
     syn::custom_keyword!(param);
     syn::custom_keyword!(index);
     syn::custom_keyword!(loss);
+    syn::custom_keyword!(output);
     syn::custom_keyword!(normal);
     syn::custom_keyword!(zeros);
     syn::custom_keyword!(ones);
@@ -174,6 +175,7 @@ fn starts_stmt(input: ParseStream) -> bool {
         || input.peek(kw::param)
         || input.peek(Token![for])
         || input.peek(kw::loss)
+        || (input.peek(kw::output) && input.peek2(Ident))
         || (input.peek(Ident) && input.peek2(Token![=]) && !input.peek2(Token![==]))
 }
 
@@ -210,6 +212,13 @@ fn stmt(input: ParseStream, errors: &mut Vec<syn::Error>) -> syn::Result<Stmt> {
         input.parse::<Token![;]>()?;
         return Ok(Stmt::Loss { value, range });
     }
+    if input.peek(kw::output) && input.peek2(Ident) {
+        let start = input.parse::<kw::output>()?.span;
+        let value = expr(input)?;
+        let range = Range { start, end: value.range.end };
+        input.parse::<Token![;]>()?;
+        return Ok(Stmt::Output { value, range });
+    }
     if input.peek(Ident) && input.peek2(Token![=]) {
         let name = input.parse()?;
         input.parse::<Token![=]>()?;
@@ -217,7 +226,7 @@ fn stmt(input: ParseStream, errors: &mut Vec<syn::Error>) -> syn::Result<Stmt> {
         input.parse::<Token![;]>()?;
         return Ok(Stmt::Assign { name, value });
     }
-    Err(input.error("expected `let`, `param`, `for`, `loss` or an assignment"))
+    Err(input.error("expected `let`, `param`, `for`, `output`, `loss` or an assignment"))
 }
 
 fn param_decl(input: ParseStream) -> syn::Result<ParamDecl> {
