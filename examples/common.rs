@@ -2,6 +2,17 @@
 //! examples print.
 
 pub mod model;
+
+/// `println!` that ignores a closed stdout (`train_gpt | head`): the run goes on and
+/// saves its checkpoints instead of panicking on a broken pipe.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 pub mod train;
 
 use std::collections::BTreeMap;

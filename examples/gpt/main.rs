@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example gpt -- grads --heads H --params P.safetensors --batch X.safetensors --out G.safetensors
 //! cargo run --release --example gpt -- formulas [--latex]
+//! cargo run --release --example gpt -- generate --checkpoint C --prompt "..." [--temperature 0.8 --top-k 20 --seed 0]
 //! ```
 //!
 //! The model itself is `examples/model.rs`.
@@ -13,7 +14,8 @@ mod cli;
 use adjoint_examples::model::gpt;
 
 fn main() {
-    if let Err(e) = cli::run(std::env::args().skip(1).collect()) {
+    use clap::Parser;
+    if let Err(e) = cli::run(cli::Args::parse()) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -140,7 +140,7 @@ fn corrupt_truncated_and_mismatched_checkpoints_are_listed_errors() {
     ] {
         assert!(e.contains(want), "`{want}` not in:\n{e}");
     }
-    let e = checkpoint::load_model(&bad).err().expect("mismatched file accepted for sampling");
+    let e = checkpoint::load_model(&bad).expect_err("mismatched file accepted for sampling");
     assert!(e.contains("missing tensor `h0.attn.wq`") && e.contains("unexpected tensor `h0.attn.wz`"), "{e}");
 
     // Metadata: missing and malformed entries, listed together.

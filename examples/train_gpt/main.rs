@@ -3,7 +3,7 @@
 //! checkpoints, a loss-curve PNG and a generated sample at the end.
 //!
 //! ```text
-//! cargo run --release --example train_gpt                         # the bundled corpus, ~4 min
+//! cargo run --release --example train_gpt                         # the bundled corpus, ~3 min
 //! cargo run --release --example train_gpt -- --corpus my.txt --steps 2000 --d-model 128
 //! cargo run --release --example train_gpt -- --resume             # continue from the checkpoint
 //! cargo run --release --example gpt -- generate --checkpoint target/train_gpt/checkpoint.safetensors --prompt "The "
@@ -53,7 +53,7 @@ struct Args {
     /// Sequences per batch [default: 16]
     #[arg(long)]
     batch: Option<usize>,
-    /// Optimizer steps in the whole run [default: 600]
+    /// Optimizer steps in the whole run [default: 1500]
     #[arg(long)]
     steps: Option<u64>,
     /// Seed of the initialisation and the data order [default: 1]
@@ -68,7 +68,7 @@ struct Args {
     /// Final learning rate of the cosine schedule, as a fraction of --lr [default: 0.1]
     #[arg(long)]
     min_lr_ratio: Option<f32>,
-    /// Linear warmup steps [default: 50]
+    /// Linear warmup steps [default: 100]
     #[arg(long)]
     warmup: Option<u64>,
     /// AdamW's decoupled weight decay, on matrices only [default: 0.1]
@@ -217,7 +217,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     let c = trainer.config.clone();
     let n_params: usize = trainer.params.named().iter().map(|(_, t)| t.len()).sum();
-    println!(
+    adjoint_examples::say!(
         "corpus: {source}, {} training + {} validation bytes\nmodel: GPT d={} heads={} ff={} layers={} context={} vocab=256 ({} parameters)\ntraining: {} steps of {}×{} tokens, {:?} lr {} (warmup {}, cosine to {}×), clip {}, seed {}{}",
         corpus.train.len(),
         corpus.val.len(),
@@ -274,7 +274,7 @@ fn run(args: Args) -> Result<(), String> {
         let val_text = val.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
         bar.set_message(format!("loss {:.3} val {val_text} {rate:.0} tok/s", r.loss));
         if args.quiet && eval_now {
-            println!("step {:>5}  loss {:.4}  val {val_text}  {rate:.0} tok/s", r.step, r.loss);
+            adjoint_examples::say!("step {:>5}  loss {:.4}  val {val_text}  {rate:.0} tok/s", r.step, r.loss);
         }
         if due(args.checkpoint_interval) || r.step == c.steps {
             checkpoint::save(trainer, &args.checkpoint)?;
@@ -286,18 +286,18 @@ fn run(args: Args) -> Result<(), String> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let steps_run = trainer.step - first_step;
-    println!(
+    adjoint_examples::say!(
         "done: {} steps in {elapsed:.1} s ({:.0} tokens/s); last batch loss {last_loss:.4}; validation loss {} → {}",
         steps_run,
         steps_run as f64 * (c.batch * c.context) as f64 / elapsed.max(1e-9),
         initial_val.map(|v| format!("{v:.4}")).unwrap_or_else(|| "?".into()),
         val.map(|v| format!("{v:.4}")).unwrap_or_else(|| "?".into()),
     );
-    println!("checkpoint: {}", args.checkpoint);
+    adjoint_examples::say!("checkpoint: {}", args.checkpoint);
     let (train_curve, val_curve) = log.curves()?;
     let title = format!("GPT d={} L={} on {source}: loss per byte", c.d_model, c.layers);
     plot::loss_curve(&args.plot, &title, &train_curve, &val_curve)?;
-    println!("loss curve: {}\nlog: {}", args.plot, args.log);
+    adjoint_examples::say!("loss curve: {}\nlog: {}", args.plot, args.log);
     let sampling = Sampling {
         tokens: args.sample_tokens,
         temperature: args.temperature,
@@ -305,7 +305,7 @@ fn run(args: Args) -> Result<(), String> {
         seed: c.seed,
     };
     let text = generate(&trainer.params, &args.prompt, sampling)?;
-    println!("sample (temperature {}, top-k {}):\n{text}", args.temperature, args.top_k);
+    adjoint_examples::say!("sample (temperature {}, top-k {}):\n{text}", args.temperature, args.top_k);
     Ok(())
 }
 

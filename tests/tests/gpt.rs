@@ -103,7 +103,20 @@ fn generated_gpt_matches_the_interpreter_on_odd_sizes() {
     let back = stage.backward.as_ref().unwrap();
     let mut outputs = vec![stage.output];
     outputs.extend(back.param_grads.iter().map(|g| g.1));
+    assert_eq!(program.outputs.len(), 1, "`output logits;`");
+    let logits_id = program.outputs[0].1;
+    outputs.push(logits_id);
     let values = evaluate(&stage.graph, &env, &feeds, &outputs).unwrap();
+    // `outputs()`, the forward pass alone, gives the interpreter's logits.
+    let inputs = gpt::Inputs { tokens: tokens.view(), targets: targets.view() };
+    let logits = gpt::outputs(&params, &inputs).unwrap().logits;
+    assert_eq!(logits.shape(), &[b * t, 13]);
+    let err = rel_err(&to_f64(&logits), values.get(logits_id).unwrap().real("logits").unwrap(), 1e-6);
+    assert!(err <= 1e-5, "logits: relative error {err:.2e}");
+    // `Params::shapes` lists what `named` holds, without allocating.
+    let listed: Vec<(String, Vec<usize>)> =
+        params.named().into_iter().map(|(n, t)| (n, t.shape().to_vec())).collect();
+    assert_eq!(gpt::Params::shapes(&sizes).unwrap(), listed);
     let want_loss = values.get(stage.output).unwrap().scalar().unwrap();
     assert!(((loss as f64) - want_loss).abs() < 1e-5 * want_loss.abs(), "loss {loss} vs {want_loss}");
     let by_name: BTreeMap<String, ArrayD<f32>> =
