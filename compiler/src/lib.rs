@@ -27,6 +27,7 @@ pub mod backend;
 pub mod build;
 pub mod dim;
 pub mod driver;
+pub mod egraph;
 pub mod error;
 pub mod frontend;
 pub mod interp;

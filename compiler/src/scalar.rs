@@ -36,7 +36,26 @@ impl Hash for Scalar {
     }
 }
 
+impl PartialOrd for Scalar {
+    fn partial_cmp(&self, o: &Scalar) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scalar {
+    fn cmp(&self, o: &Scalar) -> std::cmp::Ordering {
+        self.coef
+            .total_cmp(&o.coef)
+            .then_with(|| self.factors.cmp(&o.factors))
+            .then_with(|| self.symbol.cmp(&o.symbol))
+    }
+}
+
 impl Scalar {
+    /// The size of `dim` as a scalar (the factor a sum over a broadcast axis brings).
+    pub fn dim(dim: &Dim) -> Scalar {
+        Scalar::num(1.0).times_dim(dim, 2)
+    }
+
     pub fn num(coef: f64) -> Scalar {
         Scalar { coef, factors: Vec::new(), symbol: None }
     }

@@ -68,7 +68,7 @@ impl fmt::Display for Shape {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ValueType {
     pub dtype: DType,
     pub shape: Shape,
@@ -234,6 +234,10 @@ impl Graph {
     /// Prints `dim` as `alias` in formulas (e.g. `D/H` as `d_k`).
     pub fn alias_dim(&mut self, dim: Dim, alias: &str) {
         self.dim_aliases.entry(dim).or_insert_with(|| alias.to_string());
+    }
+
+    pub fn dim_aliases(&self) -> impl Iterator<Item = (&Dim, &str)> {
+        self.dim_aliases.iter().map(|(d, a)| (d, a.as_str()))
     }
 
     pub fn dim_alias(&self, dim: &Dim) -> Option<&str> {

@@ -16,7 +16,7 @@ use crate::ir::{DType, Graph, Shape, ValueId, ValueType};
 use crate::ops::{AdjointArgs, need_f32};
 use crate::pretty::Form;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IndexOp {
     /// `table[idx]`: `[V, ..r] , [..i] → [..i, ..r]`.
     Gather,

@@ -17,7 +17,7 @@ use crate::ir::{Graph, Shape, ValueId, ValueType};
 use crate::ops::{AdjointArgs, need_axis};
 use crate::pretty::Form;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Layout {
     /// Output axis `i` is input axis `perm[i]`.
     Permute(Vec<usize>),

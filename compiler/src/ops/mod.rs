@@ -36,7 +36,7 @@ use crate::interp::Tensor;
 use crate::ir::{DType, Graph, Shape, ValueId, ValueType};
 use crate::pretty::Form;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
     /// Inputs and constants.
     Source(Source),

@@ -20,7 +20,7 @@ use crate::ops::{AdjointArgs, need_f32};
 use crate::pretty::{Form, Func, Infix};
 use crate::scalar::Scalar;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Pointwise {
     Add,
     Sub,

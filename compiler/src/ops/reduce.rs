@@ -13,7 +13,7 @@ use crate::ir::{Graph, ValueId, ValueType};
 use crate::ops::{AdjointArgs, need_axis, need_f32};
 use crate::pretty::Form;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reduce {
     Sum {
         axis: usize,

@@ -18,7 +18,7 @@ use crate::ops::{AdjointArgs, need_f32};
 use crate::pretty::Form;
 use crate::scalar::Scalar;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SelectOp {
     /// Entries `[.., i, j]` with `j > i` become `fill` (−∞ before a softmax).
     Causal { fill: Scalar },

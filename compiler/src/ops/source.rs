@@ -11,7 +11,7 @@ use crate::ir::{DType, Role, Shape, ValueType};
 use crate::pretty::Form;
 use crate::scalar::Scalar;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
     /// A value fed from outside: a parameter or a data input.
     Input { name: String, role: Role, ty: ValueType },

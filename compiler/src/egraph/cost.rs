@@ -1,0 +1,95 @@
+//! The cost of an e-node: FLOPs plus bytes moved, at representative sizes.
+//!
+//! Layout that a GEMM or a fused loop absorbs costs nothing: a transpose of the last two
+//! axes (a GEMM reads it as a transposed operand), reshape and broadcast (views),
+//! concat and slice (producers write into, consumers read from, parts of one buffer).
+//! Everything else pays its arithmetic and reads and writes every operand once; f32 is
+//! 4 bytes. An ill-typed node (a rule applied where it should not) costs infinity, so it
+//! is never extracted.
+
+use std::collections::BTreeMap;
+
+use egg::{Id, Language as _};
+
+use super::analysis::Graph;
+use super::lang::{Kind, Leaf, Tensor, to_op};
+use crate::dim::DimEnv;
+use crate::ir::{Shape, ValueType};
+use crate::ops::swaps_last_two;
+
+/// Dimension sizes for costing; symbols not given count as `default`.
+#[derive(Clone, Debug)]
+pub struct Sizes {
+    pub sizes: DimEnv,
+    pub default: i64,
+}
+
+impl Default for Sizes {
+    fn default() -> Sizes {
+        Sizes { sizes: BTreeMap::new(), default: 64 }
+    }
+}
+
+impl Sizes {
+    /// Elements of `shape` at these sizes.
+    pub fn numel(&self, shape: &Shape) -> f64 {
+        shape.0.iter().map(|d| self.dim(d)).product()
+    }
+
+    pub fn dim(&self, d: &crate::dim::Dim) -> f64 {
+        let mut env = self.sizes.clone();
+        for s in d.symbols() {
+            env.entry(s.to_string()).or_insert(self.default);
+        }
+        d.eval(&env).map(|v| v.max(1) as f64).unwrap_or(self.default as f64)
+    }
+}
+
+/// The cost of `node` in `egraph`.
+pub fn node_cost(egraph: &Graph, sizes: &Sizes, node: &Tensor) -> f64 {
+    let Tensor::Op(kind, children) = node else { return 0.0 };
+    if kind.is_attr_op() {
+        return f64::INFINITY; // the folded leaf in the same class is free
+    }
+    let n = kind.attrs();
+    let attrs: Option<Vec<&Leaf>> = children[..n].iter().map(|&c| egraph[c].data.leaf.as_ref()).collect();
+    let Some(op) = attrs.and_then(|a| to_op(*kind, &a)) else { return f64::INFINITY };
+    let ins: Option<Vec<&ValueType>> = children[n..].iter().map(|&c| egraph[c].data.ty.as_ref()).collect();
+    let Some(ins) = ins else { return f64::INFINITY };
+    let Ok(out) = op.infer(&ins) else { return f64::INFINITY };
+    let out_n = sizes.numel(&out.shape);
+    let in_n: f64 = ins.iter().map(|t| sizes.numel(&t.shape)).sum();
+    let bytes = |elements: f64| 4.0 * elements;
+    match kind {
+        Kind::Fill | Kind::Reshape | Kind::Broadcast | Kind::Concat | Kind::Slice | Kind::StopGrad => 0.0,
+        Kind::Permute => match &egraph[children[0]].data.leaf {
+            Some(Leaf::Perm(p)) if swaps_last_two(p) => 0.0,
+            _ => bytes(2.0 * out_n),
+        },
+        Kind::Matmul => {
+            let a = &ins[0].shape.0;
+            let k = sizes.dim(&a[a.len() - 1]);
+            2.0 * out_n * k + bytes(in_n + out_n)
+        }
+        Kind::Exp | Kind::Log | Kind::Tanh | Kind::Sqrt | Kind::Gelu | Kind::GeluGrad => {
+            4.0 * out_n + bytes(in_n + out_n)
+        }
+        _ => out_n.max(in_n) + bytes(in_n + out_n),
+    }
+}
+
+/// The total cost of the DAG `choice` selects under `roots`, each class counted once.
+pub fn dag_cost(egraph: &Graph, sizes: &Sizes, choice: &BTreeMap<Id, Tensor>, roots: &[Id]) -> f64 {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack: Vec<Id> = roots.iter().map(|&r| egraph.find(r)).collect();
+    let mut total = 0.0;
+    while let Some(c) = stack.pop() {
+        if !seen.insert(c) {
+            continue;
+        }
+        let Some(node) = choice.get(&c) else { return f64::INFINITY };
+        total += node_cost(egraph, sizes, node);
+        stack.extend(node.children().iter().map(|&k| egraph.find(k)));
+    }
+    total
+}

@@ -1,0 +1,266 @@
+//! Simplification by equality saturation (egg): a graph and its outputs in, a cheaper
+//! equivalent graph out.
+//!
+//! The joint forward+backward graph goes in with every output as a root (the loss, each
+//! gradient, the carried value), so the shared forward activations stay shared. Rules
+//! (`rules/`, one file per op family, each verified numerically by the tests) grow the
+//! e-graph in phases with node, iteration and time limits; [`extract`] then picks the
+//! cheapest DAG under the cost model of [`cost`] (FLOPs plus bytes at representative
+//! sizes). The result is never costlier than the input: if extraction does not beat
+//! the input's own choice, the input is kept. Every value of the output graph that
+//! stands for a named value of the input takes its name, so the formulas stay readable.
+
+pub mod analysis;
+pub mod cost;
+pub mod extract;
+pub mod lang;
+pub mod rules;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use egg::{Id, Language as _, Runner, StopReason};
+
+use crate::error::{Result, bail};
+use crate::ir::{Graph, ValueId};
+use crate::ops::{Op, Source};
+use analysis::{Graph as EGraph, Typing};
+pub use cost::Sizes;
+use lang::{Leaf, Tensor, split, to_op};
+
+/// Limits of one saturation phase.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub nodes: usize,
+    pub iterations: usize,
+    pub time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { nodes: 200_000, iterations: 30, time: Duration::from_secs(2) }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub sizes: Sizes,
+    pub limits: Limits,
+    /// Record why classes merged, for [`explain`] (slower).
+    pub explain: bool,
+}
+
+/// What a simplification did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub cost_before: f64,
+    pub cost_after: f64,
+    pub nodes_before: usize,
+    pub nodes_after: usize,
+    pub enodes: usize,
+    pub eclasses: usize,
+    pub iterations: usize,
+    /// Why saturation stopped: `saturated`, or the limit that was hit.
+    pub stop: String,
+    pub time: Duration,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pct =
+            if self.cost_before > 0.0 { 100.0 * (1.0 - self.cost_after / self.cost_before) } else { 0.0 };
+        write!(
+            f,
+            "cost {:.4e} → {:.4e} ({pct:.1}% less); nodes {} → {}; e-graph {} nodes in {} classes after {} iterations ({}); {:.1} ms",
+            self.cost_before,
+            self.cost_after,
+            self.nodes_before,
+            self.nodes_after,
+            self.enodes,
+            self.eclasses,
+            self.iterations,
+            self.stop,
+            self.time.as_secs_f64() * 1e3
+        )
+    }
+}
+
+/// The simplified graph, its outputs (in the order given) and the report.
+pub struct Simplified {
+    pub graph: Graph,
+    pub outputs: Vec<ValueId>,
+    pub report: Report,
+}
+
+/// Adds `graph`'s values under `outputs` to an e-graph; returns each value's class.
+pub fn to_egraph(graph: &Graph, egraph: &mut EGraph, outputs: &[ValueId]) -> BTreeMap<ValueId, Id> {
+    let live = graph.ancestors(outputs);
+    let mut ids = BTreeMap::new();
+    for v in graph.ids().filter(|v| live[v.index()]) {
+        let node = graph.node(v);
+        let id = match split(&node.op) {
+            Err(leaf) => egraph.add(Tensor::Leaf(leaf)),
+            Ok((kind, attrs)) => {
+                let mut children: Vec<Id> = attrs.into_iter().map(|a| egraph.add(Tensor::Leaf(a))).collect();
+                children.extend(node.inputs.iter().map(|i| ids[i]));
+                egraph.add(Tensor::Op(kind, children))
+            }
+        };
+        ids.insert(v, id);
+    }
+    ids
+}
+
+/// Builds the graph that `choice` selects under `roots`; values take the names of the
+/// input graph's values in the same class (`names`).
+pub fn from_choice(
+    egraph: &EGraph,
+    choice: &BTreeMap<Id, Tensor>,
+    roots: &[Id],
+    names: &BTreeMap<Id, String>,
+    like: &Graph,
+) -> Result<(Graph, Vec<ValueId>)> {
+    let mut g = Graph::new();
+    for (dim, alias) in like.dim_aliases() {
+        g.alias_dim(dim.clone(), alias);
+    }
+    let mut built: BTreeMap<Id, ValueId> = BTreeMap::new();
+    let mut outputs = Vec::new();
+    for &root in roots {
+        outputs.push(build(egraph, choice, egraph.find(root), names, &mut g, &mut built)?);
+    }
+    Ok((g, outputs))
+}
+
+fn build(
+    egraph: &EGraph,
+    choice: &BTreeMap<Id, Tensor>,
+    class: Id,
+    names: &BTreeMap<Id, String>,
+    g: &mut Graph,
+    built: &mut BTreeMap<Id, ValueId>,
+) -> Result<ValueId> {
+    if let Some(&v) = built.get(&class) {
+        return Ok(v);
+    }
+    let Some(node) = choice.get(&class) else { bail!("simplify: class {class} was not extracted") };
+    let v = match node {
+        Tensor::Leaf(Leaf::Input { name, role, ty }) => {
+            g.apply(Op::Source(Source::Input { name: name.clone(), role: *role, ty: ty.clone() }), &[])?
+        }
+        Tensor::Leaf(_) => bail!("simplify: an attribute was extracted as a value"),
+        Tensor::Op(kind, children) => {
+            let n = kind.attrs();
+            let attrs: Option<Vec<&Leaf>> =
+                children[..n].iter().map(|&c| egraph[c].data.leaf.as_ref()).collect();
+            let Some(op) = attrs.and_then(|a| to_op(*kind, &a)) else {
+                bail!("simplify: `{}` has unfolded attributes", kind.name())
+            };
+            let mut inputs = Vec::new();
+            for &c in &children[n..] {
+                inputs.push(build(egraph, choice, egraph.find(c), names, g, built)?);
+            }
+            g.apply(op, &inputs)?
+        }
+    };
+    if let Some(name) = names.get(&class) {
+        g.name(v, name);
+    }
+    built.insert(class, v);
+    Ok(v)
+}
+
+/// Simplifies `graph` keeping `outputs` (the loss, gradients, saved values).
+pub fn simplify(graph: &Graph, outputs: &[ValueId], options: &Options) -> Result<Simplified> {
+    let started = Instant::now();
+    let mut egraph = EGraph::new(Typing);
+    if options.explain {
+        egraph = egraph.with_explanations_enabled();
+    }
+    let classes = to_egraph(graph, &mut egraph, outputs);
+    egraph.rebuild();
+    let roots: Vec<Id> = outputs.iter().map(|o| classes[o]).collect();
+    // The input's own choice, to compare against (and fall back on).
+    let Some(original) = input_choice(graph, &egraph, &classes) else {
+        bail!("simplify: an input node is missing from the e-graph")
+    };
+    let cost_before = cost::dag_cost(&egraph, &options.sizes, &original, &roots);
+
+    let mut iterations = 0;
+    let mut stop = String::from("saturated");
+    for phase in rules::phases() {
+        let runner = Runner::default()
+            .with_egraph(egraph)
+            .with_node_limit(options.limits.nodes)
+            .with_iter_limit(options.limits.iterations.min(phase.iterations))
+            .with_time_limit(options.limits.time)
+            .run(&phase.rules);
+        iterations += runner.iterations.len();
+        match &runner.stop_reason {
+            Some(StopReason::Saturated) | None => {}
+            Some(StopReason::IterationLimit(_)) if phase.iterations < options.limits.iterations => {}
+            Some(other) => stop = format!("{} phase: {}", phase.name, describe(other)),
+        }
+        egraph = runner.egraph;
+    }
+    let roots: Vec<Id> = roots.iter().map(|&r| egraph.find(r)).collect();
+    let extracted = extract::extract(&egraph, &options.sizes, &roots);
+    let cost_extracted = cost::dag_cost(&egraph, &options.sizes, &extracted, &roots);
+    let original: BTreeMap<Id, Tensor> =
+        original.into_iter().map(|(c, n)| (egraph.find(c), n.map_children(|k| egraph.find(k)))).collect();
+    let (choice, cost_after) =
+        if cost_extracted <= cost_before { (extracted, cost_extracted) } else { (original, cost_before) };
+
+    // Names: the first named input value in each class.
+    let mut names: BTreeMap<Id, String> = BTreeMap::new();
+    for (v, &c) in &classes {
+        if let Some(name) = graph.node(*v).name.as_ref() {
+            names.entry(egraph.find(c)).or_insert_with(|| name.clone());
+        }
+    }
+    let (out_graph, out_ids) = from_choice(&egraph, &choice, &roots, &names, graph)?;
+    let report = Report {
+        cost_before,
+        cost_after,
+        nodes_before: graph.ancestors(outputs).iter().filter(|&&b| b).count(),
+        nodes_after: out_graph.len(),
+        enodes: egraph.total_number_of_nodes(),
+        eclasses: egraph.number_of_classes(),
+        iterations,
+        stop,
+        time: started.elapsed(),
+    };
+    Ok(Simplified { graph: out_graph, outputs: out_ids, report })
+}
+
+/// The e-node each input value became, per class.
+fn input_choice(
+    graph: &Graph,
+    egraph: &EGraph,
+    classes: &BTreeMap<ValueId, Id>,
+) -> Option<BTreeMap<Id, Tensor>> {
+    let mut out = BTreeMap::new();
+    for (&v, &c) in classes {
+        let node = match split(&graph.node(v).op) {
+            Err(leaf) => Tensor::Leaf(leaf),
+            Ok((kind, attrs)) => {
+                let mut children: Vec<Id> =
+                    attrs.into_iter().map(|a| egraph.lookup(Tensor::Leaf(a))).collect::<Option<_>>()?;
+                children.extend(graph.node(v).inputs.iter().map(|i| classes[i]));
+                Tensor::Op(kind, children)
+            }
+        };
+        out.insert(egraph.find(c), node);
+    }
+    Some(out)
+}
+
+fn describe(r: &StopReason) -> String {
+    match r {
+        StopReason::Saturated => "saturated".into(),
+        StopReason::IterationLimit(n) => format!("iteration limit {n} hit"),
+        StopReason::NodeLimit(n) => format!("node limit {n} hit"),
+        StopReason::TimeLimit(t) => format!("time limit {t:.1} s hit"),
+        StopReason::Other(s) => s.clone(),
+    }
+}

@@ -1,0 +1,138 @@
+//! The rewrite rules, one file per op family, each rule under a one-line comment
+//! stating its identity. Rules are directional; where both directions of an identity
+//! are present, the comment says why. Conditions read the analysis (types, attribute
+//! values, constants) through the helpers below; `FillLike` builds a constant shaped
+//! like a matched value.
+//!
+//! Every rule has an example binding in its family's `EXAMPLES` table, from which the
+//! tests build both sides on random sizes and check them equal with the interpreter.
+
+pub mod elementwise;
+pub mod matmul;
+pub mod reduce;
+pub mod scalar;
+pub mod transpose;
+
+use egg::{Applier, Id, PatternAst, Rewrite, Subst, Symbol, Var};
+
+use super::analysis::{Graph, Typing};
+use super::lang::{Kind, Leaf, Tensor};
+use crate::ops::swaps_last_two;
+use crate::scalar::Scalar;
+
+pub type Rule = Rewrite<Tensor, Typing>;
+
+/// A saturation phase: its rules and its own iteration cap.
+pub struct Phase {
+    pub name: &'static str,
+    pub rules: Vec<Rule>,
+    pub iterations: usize,
+}
+
+/// The phases, in order.
+pub fn phases() -> Vec<Phase> {
+    vec![Phase { name: "algebra", rules: all(), iterations: usize::MAX }]
+}
+
+/// Every rule.
+pub fn all() -> Vec<Rule> {
+    let mut r = Vec::new();
+    r.extend(transpose::rules());
+    r.extend(scalar::rules());
+    r.extend(elementwise::rules());
+    r.extend(reduce::rules());
+    r.extend(matmul::rules());
+    r
+}
+
+/// Every family's examples: `(rule, [(variable, binding)])`; see `tests/rules.rs`.
+pub fn examples() -> Vec<(&'static str, &'static [(&'static str, &'static str)])> {
+    let mut e = Vec::new();
+    e.extend_from_slice(transpose::EXAMPLES);
+    e.extend_from_slice(scalar::EXAMPLES);
+    e.extend_from_slice(elementwise::EXAMPLES);
+    e.extend_from_slice(reduce::EXAMPLES);
+    e.extend_from_slice(matmul::EXAMPLES);
+    e
+}
+
+fn var(name: &str) -> Var {
+    name.parse().expect("a rule's variable is `?name`")
+}
+
+fn leaf(egraph: &Graph, subst: &Subst, v: &str) -> Option<Leaf> {
+    egraph[subst[var(v)]].data.leaf.clone()
+}
+
+/// `?p` is a permutation satisfying `pred`.
+pub fn perm(v: &'static str, pred: fn(&[usize]) -> bool) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
+    move |g, _, s| matches!(leaf(g, s, v), Some(Leaf::Perm(p)) if pred(&p))
+}
+
+pub fn is_transpose(p: &[usize]) -> bool {
+    swaps_last_two(p)
+}
+
+pub fn is_identity(p: &[usize]) -> bool {
+    p.iter().enumerate().all(|(i, &x)| i == x)
+}
+
+/// `?c` is the plain number `value`.
+pub fn scalar_is(v: &'static str, value: f64) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
+    move |g, _, s| matches!(leaf(g, s, v), Some(Leaf::Scalar(c)) if c.factors.is_empty() && c.coef == value)
+}
+
+/// Every element of `?x` is `value`.
+pub fn constant_is(v: &'static str, value: f64) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
+    move |g, _, s| g[s[var(v)]].data.constant == Some(value)
+}
+
+/// `?a` is the last axis of `?x`.
+pub fn last_axis(a: &'static str, x: &'static str) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
+    move |g, _, s| {
+        let rank = g[s[var(x)]].data.ty.as_ref().map(|t| t.shape.rank());
+        matches!((leaf(g, s, a), rank), (Some(Leaf::Axis(a)), Some(r)) if a + 1 == r)
+    }
+}
+
+/// `?x` and `?y` have the same type (so an elementwise op of them is well formed).
+pub fn same_type(x: &'static str, y: &'static str) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
+    move |g, _, s| {
+        let (a, b) = (&g[s[var(x)]].data.ty, &g[s[var(y)]].data.ty);
+        a.is_some() && a == b
+    }
+}
+
+/// A masking with fill `?f` commutes with scaling by `?c`: the fill is 0, or it is
+/// infinite and `?c` positive.
+pub fn mask_commutes(f: &'static str, c: &'static str) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
+    move |g, _, s| match (leaf(g, s, f), leaf(g, s, c)) {
+        (Some(Leaf::Scalar(fill)), Some(Leaf::Scalar(c))) => {
+            fill.factors.is_empty() && (fill.coef == 0.0 || (fill.coef.is_infinite() && c.coef > 0.0))
+        }
+        _ => false,
+    }
+}
+
+/// Applies a constant `value` shaped like `?like` (`x ⊙ 0 → 0`).
+pub struct FillLike {
+    pub like: &'static str,
+    pub value: f64,
+}
+
+impl Applier<Tensor, Typing> for FillLike {
+    fn apply_one(
+        &self,
+        egraph: &mut Graph,
+        eclass: Id,
+        subst: &Subst,
+        _ast: Option<&PatternAst<Tensor>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
+        let Some(ty) = egraph[subst[var(self.like)]].data.ty.clone() else { return vec![] };
+        let value = egraph.add(Tensor::Leaf(Leaf::Scalar(Scalar::num(self.value))));
+        let shape = egraph.add(Tensor::Leaf(Leaf::Shape(ty.shape)));
+        let fill = egraph.add(Tensor::Op(Kind::Fill, vec![value, shape]));
+        if egraph.union_trusted(eclass, fill, rule) { vec![eclass] } else { vec![] }
+    }
+}

@@ -1,0 +1,54 @@
+//! Scalings: merged, dropped when 1, and moved through products and masks so a
+//! constant factor lands on the smallest operand (`1/√d_k` on Q rather than on the
+//! T×T scores).
+
+use egg::rewrite;
+
+use super::{Rule, mask_commutes, scalar_is};
+
+pub fn rules() -> Vec<Rule> {
+    vec![
+        // c·(d·x) = (cd)·x
+        rewrite!("scale-scale"; "(scale ?c (scale ?d ?x))" => "(scale (smul ?c ?d) ?x)"),
+        // 1·x = x
+        rewrite!("scale-one"; "(scale ?c ?x)" => "?x" if scalar_is("?c", 1.0)),
+        // (−1)·x = −x
+        rewrite!("scale-minus-one"; "(scale ?c ?x)" => "(neg ?x)" if scalar_is("?c", -1.0)),
+        // −(c·x) = (−c)·x
+        rewrite!("neg-scale"; "(neg (scale ?c ?x))" => "(scale (smul s:-1 ?c) ?x)"),
+        // (c·A)·B = c·(A·B)
+        rewrite!("matmul-scale-left"; "(matmul (scale ?c ?a) ?b)" => "(scale ?c (matmul ?a ?b))"),
+        // A·(c·B) = c·(A·B)
+        rewrite!("matmul-scale-right"; "(matmul ?a (scale ?c ?b))" => "(scale ?c (matmul ?a ?b))"),
+        // c·(A·B) = (c·A)·B; with the two above, every placement of c is in one class and the cost picks the smallest operand
+        rewrite!("scale-into-left"; "(scale ?c (matmul ?a ?b))" => "(matmul (scale ?c ?a) ?b)"),
+        // c·(A·B) = A·(c·B)
+        rewrite!("scale-into-right"; "(scale ?c (matmul ?a ?b))" => "(matmul ?a (scale ?c ?b))"),
+        // mask(c·x) = c·mask(x) when the fill is 0, or ±∞ and c > 0
+        rewrite!("causal-scale"; "(causal ?f (scale ?c ?x))" => "(scale ?c (causal ?f ?x))" if mask_commutes("?f", "?c")),
+        // c·mask(x) = mask(c·x), same condition: the scale can then fold into the product under the mask
+        rewrite!("scale-causal"; "(scale ?c (causal ?f ?x))" => "(causal ?f (scale ?c ?x))" if mask_commutes("?f", "?c")),
+        // c·(x ⊙ y) = (c·x) ⊙ y
+        rewrite!("scale-mul"; "(scale ?c (mul ?x ?y))" => "(mul (scale ?c ?x) ?y)"),
+        // (c·x) ⊙ y = c·(x ⊙ y)
+        rewrite!("mul-scale"; "(mul (scale ?c ?x) ?y)" => "(scale ?c (mul ?x ?y))"),
+        // x ⊙ (c·y) = c·(x ⊙ y)
+        rewrite!("mul-scale-right"; "(mul ?x (scale ?c ?y))" => "(scale ?c (mul ?x ?y))"),
+    ]
+}
+
+pub const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
+    ("scale-scale", &[("?c", "s:0.5"), ("?d", "s:-3"), ("?x", "M,N")]),
+    ("scale-one", &[("?c", "s:1"), ("?x", "M,N")]),
+    ("scale-minus-one", &[("?c", "s:-1"), ("?x", "M,N")]),
+    ("neg-scale", &[("?c", "s:0.25"), ("?x", "M,N")]),
+    ("matmul-scale-left", &[("?c", "s:0.5"), ("?a", "M,K"), ("?b", "K,N")]),
+    ("matmul-scale-right", &[("?c", "s:0.5"), ("?a", "B,M,K"), ("?b", "B,K,N")]),
+    ("scale-into-left", &[("?c", "s:0.5"), ("?a", "M,K"), ("?b", "K,N")]),
+    ("scale-into-right", &[("?c", "s:0.5"), ("?a", "M,K"), ("?b", "K,N")]),
+    ("causal-scale", &[("?f", "s:0"), ("?c", "s:-2"), ("?x", "B,T,T")]),
+    ("scale-causal", &[("?f", "s:-inf"), ("?c", "s:0.5"), ("?x", "T,T")]),
+    ("scale-mul", &[("?c", "s:0.5"), ("?x", "M,N"), ("?y", "M,N")]),
+    ("mul-scale", &[("?c", "s:0.5"), ("?x", "M,N"), ("?y", "M,N")]),
+    ("mul-scale-right", &[("?c", "s:0.5"), ("?x", "M,N"), ("?y", "M,N")]),
+];
