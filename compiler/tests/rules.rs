@@ -42,6 +42,9 @@ fn binding(text: &str) -> Binding {
     if let Some(s) = text.strip_prefix("index:") {
         return Binding::Input { shape: dims(s), dtype: DType::Index, positive: false };
     }
+    if let Some(s) = text.strip_prefix("shape:") {
+        return Binding::Leaf(Leaf::Shape(shape(&dims(s))));
+    }
     if text == "s:-inf" {
         return Binding::Leaf(Leaf::Scalar(Scalar::num(f64::NEG_INFINITY)));
     }
@@ -200,6 +203,9 @@ fn every_rule_fires_on_its_example_and_preserves_values() {
                 .flat_map(|(_, b)| match b {
                     Binding::Input { shape, .. } | Binding::Fill { shape, .. } => shape.clone(),
                     Binding::Leaf(Leaf::Dim(d)) => d.symbols().map(String::from).collect(),
+                    Binding::Leaf(Leaf::Shape(s)) => {
+                        s.0.iter().flat_map(|d| d.symbols().map(String::from)).collect()
+                    }
                     _ => vec![],
                 })
                 .collect();

@@ -71,6 +71,11 @@ pub fn node_cost(egraph: &Graph, sizes: &Sizes, node: &Tensor) -> f64 {
             let k = sizes.dim(&a[a.len() - 1]);
             2.0 * out_n * k + bytes(in_n + out_n)
         }
+        // A negative factor costs as much as a positive one; the extra unit only breaks
+        // ties toward `(P − Y)/N` over `−(Y − P)/N`, for readable formulas.
+        Kind::Scale if matches!(&egraph[children[0]].data.leaf, Some(Leaf::Scalar(c)) if c.coef < 0.0) => {
+            1.0 + out_n.max(in_n) + bytes(in_n + out_n)
+        }
         Kind::Exp | Kind::Log | Kind::Tanh | Kind::Sqrt | Kind::Gelu | Kind::GeluGrad => {
             4.0 * out_n + bytes(in_n + out_n)
         }
@@ -87,7 +92,12 @@ pub fn dag_cost(egraph: &Graph, sizes: &Sizes, choice: &BTreeMap<Id, Tensor>, ro
         if !seen.insert(c) {
             continue;
         }
-        let Some(node) = choice.get(&c) else { return f64::INFINITY };
+        let Some(node) = choice.get(&c) else {
+            if egraph[c].data.leaf.is_some() {
+                continue; // an attribute: free
+            }
+            return f64::INFINITY;
+        };
         total += node_cost(egraph, sizes, node);
         stack.extend(node.children().iter().map(|&k| egraph.find(k)));
     }

@@ -31,6 +31,10 @@ pub fn rules() -> Vec<Rule> {
         rewrite!("neg-zero"; "(neg ?z)" => "?z" if constant_is("?z", 0.0)),
         // −(−x) = x
         rewrite!("neg-neg"; "(neg (neg ?x))" => "?x"),
+        // −(x − y) = y − x
+        rewrite!("neg-sub"; "(neg (sub ?x ?y))" => "(sub ?y ?x)"),
+        // (−x) + y = y − x
+        rewrite!("neg-add"; "(add (neg ?x) ?y)" => "(sub ?y ?x)"),
         // x + (−y) = x − y
         rewrite!("add-neg"; "(add ?x (neg ?y))" => "(sub ?x ?y)"),
         // (−x) ⊙ y = −(x ⊙ y)
@@ -39,10 +43,12 @@ pub fn rules() -> Vec<Rule> {
         rewrite!("mul-neg"; "(mul ?x (neg ?y))" => "(neg (mul ?x ?y))"),
         // (−x) ⊘ y = −(x ⊘ y)
         rewrite!("neg-div"; "(div (neg ?x) ?y)" => "(neg (div ?x ?y))"),
-        // (x + y) ⊙ z = x ⊙ z + y ⊙ z
-        rewrite!("distribute-add"; "(mul (add ?x ?y) ?z)" => "(add (mul ?x ?z) (mul ?y ?z))"),
-        // (x ⊘ y) ⊙ z = x ⊙ (z ⊘ y): a quotient's denominator moves to the other factor (softmax: (G ⊘ s) ⊙ e = G ⊙ P)
-        rewrite!("div-mul"; "(mul (div ?x ?y) ?z)" => "(mul ?x (div ?z ?y))"),
+        // (x ⊘ y) ⊙ z = (z ⊘ y) ⊙ x: a quotient's denominator moves to the other factor (softmax: ((G − r) ⊘ s) ⊙ e = P ⊙ (G − r))
+        rewrite!("div-mul"; "(mul (div ?x ?y) ?z)" => "(mul (div ?z ?y) ?x)"),
+        // x ⊘ y + z ⊘ y = (x + z) ⊘ y
+        rewrite!("factor-div-add"; "(add (div ?x ?y) (div ?z ?y))" => "(div (add ?x ?z) ?y)"),
+        // x ⊘ y − z ⊘ y = (x − z) ⊘ y
+        rewrite!("factor-div-sub"; "(sub (div ?x ?y) (div ?z ?y))" => "(div (sub ?x ?z) ?y)"),
         // x ⊙ z − y ⊙ z = z ⊙ (x − y)
         rewrite!("factor-sub"; "(sub (mul ?x ?z) (mul ?y ?z))" => "(mul ?z (sub ?x ?y))"),
         // x ⊙ z + y ⊙ z = z ⊙ (x + y)
@@ -64,11 +70,14 @@ pub const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ("div-one", &[("?x", "M,N"), ("?o", "ones:M,N")]),
     ("neg-zero", &[("?z", "zeros:M,N")]),
     ("neg-neg", &[("?x", "M,N")]),
+    ("neg-sub", &[("?x", "M,N"), ("?y", "M,N")]),
+    ("neg-add", &[("?x", "M,N"), ("?y", "M,N")]),
     ("add-neg", &[("?x", "M,N"), ("?y", "M,N")]),
     ("neg-mul", &[("?x", "M,N"), ("?y", "M,N")]),
     ("mul-neg", &[("?x", "M,N"), ("?y", "M,N")]),
     ("neg-div", &[("?x", "M,N"), ("?y", "positive:M,N")]),
-    ("distribute-add", &[("?x", "M,N"), ("?y", "M,N"), ("?z", "M,N")]),
+    ("factor-div-add", &[("?x", "M,N"), ("?y", "positive:M,N"), ("?z", "M,N")]),
+    ("factor-div-sub", &[("?x", "M,N"), ("?y", "positive:M,N"), ("?z", "M,N")]),
     ("div-mul", &[("?x", "M,N"), ("?y", "positive:M,N"), ("?z", "M,N")]),
     ("factor-sub", &[("?x", "M,N"), ("?y", "M,N"), ("?z", "M,N")]),
     ("factor-add", &[("?x", "M,N"), ("?y", "M,N"), ("?z", "M,N")]),

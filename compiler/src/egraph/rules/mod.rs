@@ -114,6 +114,34 @@ pub fn mask_commutes(f: &'static str, c: &'static str) -> impl Fn(&mut Graph, Id
     }
 }
 
+/// `?c` is a scalar with a negative numeric factor.
+pub fn negative(v: &'static str) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
+    move |g, _, s| matches!(leaf(g, s, v), Some(Leaf::Scalar(c)) if c.coef < 0.0)
+}
+
+/// Applies the constant scalar `?value` shaped like the matched class
+/// (`bcast(fill(c)) → fill(c)` at the bigger shape).
+pub struct FillAs {
+    pub value: &'static str,
+}
+
+impl Applier<Tensor, Typing> for FillAs {
+    fn apply_one(
+        &self,
+        egraph: &mut Graph,
+        eclass: Id,
+        subst: &Subst,
+        _ast: Option<&PatternAst<Tensor>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
+        let Some(ty) = egraph[eclass].data.ty.clone() else { return vec![] };
+        let value = subst[var(self.value)];
+        let shape = egraph.add(Tensor::Leaf(Leaf::Shape(ty.shape)));
+        let fill = egraph.add(Tensor::Op(Kind::Fill, vec![value, shape]));
+        if egraph.union_trusted(eclass, fill, rule) { vec![eclass] } else { vec![] }
+    }
+}
+
 /// Applies a constant `value` shaped like `?like` (`x ⊙ 0 → 0`).
 pub struct FillLike {
     pub like: &'static str,

@@ -4,7 +4,7 @@
 
 use egg::rewrite;
 
-use super::{Rule, mask_commutes, scalar_is};
+use super::{FillAs, Rule, mask_commutes, negative, scalar_is};
 
 pub fn rules() -> Vec<Rule> {
     vec![
@@ -16,6 +16,24 @@ pub fn rules() -> Vec<Rule> {
         rewrite!("scale-minus-one"; "(scale ?c ?x)" => "(neg ?x)" if scalar_is("?c", -1.0)),
         // −(c·x) = (−c)·x
         rewrite!("neg-scale"; "(neg (scale ?c ?x))" => "(scale (smul s:-1 ?c) ?x)"),
+        // c·x = −((−c)·x) for c < 0: signs gathered into negations, which other rules cancel or turn into subtractions
+        rewrite!("scale-negative"; "(scale ?c ?x)" => "(neg (scale (smul s:-1 ?c) ?x))" if negative("?c")),
+        // −(c·x) = c·(−x)
+        rewrite!("neg-into-scale"; "(neg (scale ?c ?x))" => "(scale ?c (neg ?x))"),
+        // c·fill(d) = fill(cd)
+        rewrite!("scale-fill"; "(scale ?c (fill ?d ?s))" => "(fill (smul ?c ?d) ?s)"),
+        // −fill(c) = fill(−c)
+        rewrite!("neg-fill"; "(neg (fill ?c ?s))" => "(fill (smul s:-1 ?c) ?s)"),
+        // bcast(fill(c)) = fill(c), at the broadcast shape
+        rewrite!("bcast-fill"; "(bcast ?a ?n (fill ?c ?s))" => { FillAs { value: "?c" } }),
+        // fill(c) ⊙ x = c·x
+        rewrite!("fill-mul"; "(mul (fill ?c ?s) ?x)" => "(scale ?c ?x)"),
+        // x ⊙ fill(c) = c·x
+        rewrite!("mul-fill"; "(mul ?x (fill ?c ?s))" => "(scale ?c ?x)"),
+        // c·x − c·y = c·(x − y)
+        rewrite!("factor-scale-sub"; "(sub (scale ?c ?x) (scale ?c ?y))" => "(scale ?c (sub ?x ?y))"),
+        // c·x + c·y = c·(x + y)
+        rewrite!("factor-scale-add"; "(add (scale ?c ?x) (scale ?c ?y))" => "(scale ?c (add ?x ?y))"),
         // (c·A)·B = c·(A·B)
         rewrite!("matmul-scale-left"; "(matmul (scale ?c ?a) ?b)" => "(scale ?c (matmul ?a ?b))"),
         // A·(c·B) = c·(A·B)
@@ -42,6 +60,15 @@ pub const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ("scale-one", &[("?c", "s:1"), ("?x", "M,N")]),
     ("scale-minus-one", &[("?c", "s:-1"), ("?x", "M,N")]),
     ("neg-scale", &[("?c", "s:0.25"), ("?x", "M,N")]),
+    ("scale-negative", &[("?c", "s:-0.5"), ("?x", "M,N")]),
+    ("neg-into-scale", &[("?c", "s:0.5"), ("?x", "M,N")]),
+    ("scale-fill", &[("?c", "s:-0.5"), ("?d", "s:3"), ("?s", "shape:M,N")]),
+    ("neg-fill", &[("?c", "s:2"), ("?s", "shape:M,N")]),
+    ("bcast-fill", &[("?a", "1"), ("?n", "d:N"), ("?c", "s:2"), ("?s", "shape:M")]),
+    ("fill-mul", &[("?c", "s:2"), ("?s", "shape:M,N"), ("?x", "M,N")]),
+    ("mul-fill", &[("?c", "s:2"), ("?s", "shape:M,N"), ("?x", "M,N")]),
+    ("factor-scale-sub", &[("?c", "s:2"), ("?x", "M,N"), ("?y", "M,N")]),
+    ("factor-scale-add", &[("?c", "s:2"), ("?x", "M,N"), ("?y", "M,N")]),
     ("matmul-scale-left", &[("?c", "s:0.5"), ("?a", "M,K"), ("?b", "K,N")]),
     ("matmul-scale-right", &[("?c", "s:0.5"), ("?a", "B,M,K"), ("?b", "B,K,N")]),
     ("scale-into-left", &[("?c", "s:0.5"), ("?a", "M,K"), ("?b", "K,N")]),
