@@ -99,7 +99,12 @@ impl Scalar {
         if self.is_one() {
             return other.clone();
         }
-        let mut out = Scalar::num(self.coef * other.coef);
+        let coef = self.coef * other.coef;
+        if coef == 0.0 {
+            // One zero, whatever the factors and the sign: equal constants compare equal.
+            return Scalar::num(0.0);
+        }
+        let mut out = Scalar::num(coef);
         for (d, e) in self.factors.iter().chain(&other.factors) {
             out = out.times_dim(d, *e);
         }
@@ -107,6 +112,9 @@ impl Scalar {
     }
 
     pub fn neg(&self) -> Scalar {
+        if self.coef == 0.0 {
+            return Scalar::num(0.0);
+        }
         Scalar { coef: -self.coef, factors: self.factors.clone(), symbol: None }
     }
 

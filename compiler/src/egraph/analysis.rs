@@ -12,6 +12,7 @@ use egg::{Analysis, DidMerge, EGraph, Id};
 use super::lang::{Kind, Leaf, Tensor, fold_attr, to_op};
 use crate::ir::ValueType;
 use crate::ops::Source;
+use crate::scalar::Scalar;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Facts {
@@ -19,8 +20,8 @@ pub struct Facts {
     pub ty: Option<ValueType>,
     /// The attribute this class is, folded.
     pub leaf: Option<Leaf>,
-    /// Every element equals this number (a fill with a plain numeric value).
-    pub constant: Option<f64>,
+    /// Every element equals this scalar (a fill, possibly scaled or broadcast).
+    pub constant: Option<Scalar>,
 }
 
 #[derive(Default)]
@@ -49,15 +50,15 @@ impl Analysis<Tensor> for Typing {
                     children[n..].iter().map(|&c| data(c).ty.as_ref()).collect();
                 let ty = tys.and_then(|tys| op.infer(&tys).ok());
                 let constant = match (&op, kind) {
-                    (crate::ops::Op::Source(Source::Fill { value, .. }), _) if value.factors.is_empty() => {
-                        Some(value.coef)
-                    }
-                    (_, Kind::Scale) => match (&attrs[0], data(children[1]).constant) {
-                        (Leaf::Scalar(c), Some(v)) if c.factors.is_empty() => Some(c.coef * v),
+                    (crate::ops::Op::Source(Source::Fill { value, .. }), _) => Some(value.clone()),
+                    (_, Kind::Scale) => match (&attrs[0], &data(children[1]).constant) {
+                        (Leaf::Scalar(c), Some(v)) => Some(c.mul(v)),
                         _ => None,
                     },
-                    (_, Kind::Neg) => data(children[0]).constant.map(|v| -v),
-                    (_, Kind::Broadcast | Kind::Permute | Kind::Reshape) => data(children[n]).constant,
+                    (_, Kind::Neg) => data(children[0]).constant.as_ref().map(Scalar::neg),
+                    (_, Kind::Broadcast | Kind::Permute | Kind::Reshape) => {
+                        data(children[n]).constant.clone()
+                    }
                     _ => None,
                 };
                 Facts { ty, leaf: None, constant }
@@ -85,7 +86,15 @@ impl Analysis<Tensor> for Typing {
         }
         join!(ty);
         join!(leaf);
-        join!(constant);
+        // Two descriptions of one constant may differ in rounding (0.1·3 and 0.3): keep one.
+        match (&a.constant, b.constant) {
+            (None, Some(v)) => {
+                a.constant = Some(v);
+                changed_a = true;
+            }
+            (Some(_), None) => changed_b = true,
+            _ => {}
+        }
         DidMerge(changed_a, changed_b)
     }
 

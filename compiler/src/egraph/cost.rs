@@ -83,23 +83,43 @@ pub fn node_cost(egraph: &Graph, sizes: &Sizes, node: &Tensor) -> f64 {
     }
 }
 
-/// The total cost of the DAG `choice` selects under `roots`, each class counted once.
+/// The total cost of the DAG `choice` selects under `roots`, each class counted once;
+/// infinite if the choice is cyclic or leaves a needed class out.
 pub fn dag_cost(egraph: &Graph, sizes: &Sizes, choice: &BTreeMap<Id, Tensor>, roots: &[Id]) -> f64 {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut stack: Vec<Id> = roots.iter().map(|&r| egraph.find(r)).collect();
+    // Iterative DFS with colours: 1 on the stack, 2 done.
+    let mut colour: BTreeMap<Id, u8> = BTreeMap::new();
     let mut total = 0.0;
-    while let Some(c) = stack.pop() {
-        if !seen.insert(c) {
-            continue;
-        }
-        let Some(node) = choice.get(&c) else {
-            if egraph[c].data.leaf.is_some() {
-                continue; // an attribute: free
+    for &root in roots {
+        let mut stack: Vec<(Id, bool)> = vec![(egraph.find(root), false)];
+        while let Some((c, leaving)) = stack.pop() {
+            if leaving {
+                colour.insert(c, 2);
+                continue;
             }
-            return f64::INFINITY;
-        };
-        total += node_cost(egraph, sizes, node);
-        stack.extend(node.children().iter().map(|&k| egraph.find(k)));
+            match colour.get(&c) {
+                Some(2) => continue,
+                Some(_) => return f64::INFINITY,
+                None => {}
+            }
+            let Some(node) = choice.get(&c) else {
+                if egraph[c].data.leaf.is_some() {
+                    colour.insert(c, 2);
+                    continue; // an attribute: free
+                }
+                return f64::INFINITY;
+            };
+            colour.insert(c, 1);
+            total += node_cost(egraph, sizes, node);
+            stack.push((c, true));
+            for &k in node.children() {
+                let k = egraph.find(k);
+                match colour.get(&k) {
+                    Some(1) => return f64::INFINITY,
+                    Some(_) => {}
+                    None => stack.push((k, false)),
+                }
+            }
+        }
     }
     total
 }

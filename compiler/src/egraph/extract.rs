@@ -10,6 +10,10 @@
 //! Candidates improve until a fixpoint; classes are visited in id order, so the result
 //! is deterministic. A node whose own class appears among its descendants is a cycle
 //! and skipped.
+//!
+//! Greedy choices are per class and can miss sharing between roots, so a second pass
+//! tries every alternative node of every chosen class against the exact DAG cost of the
+//! whole selection and keeps any that lowers it, until no single change helps.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -17,7 +21,7 @@ use std::rc::Rc;
 use egg::{Id, Language as _};
 
 use super::analysis::Graph;
-use super::cost::{Sizes, node_cost};
+use super::cost::{Sizes, dag_cost, node_cost};
 use super::lang::Tensor;
 
 struct Candidate {
@@ -59,6 +63,8 @@ pub fn extract(egraph: &Graph, sizes: &Sizes, roots: &[Id]) -> BTreeMap<Id, Tens
             break;
         }
     }
+    let mut all: BTreeMap<Id, Tensor> = best.into_iter().map(|(c, cand)| (c, cand.node)).collect();
+    improve(egraph, sizes, roots, &mut all, &costs);
     // Keep the choices under the roots only.
     let mut out = BTreeMap::new();
     let mut stack: Vec<Id> = roots.iter().map(|&r| egraph.find(r)).collect();
@@ -66,11 +72,60 @@ pub fn extract(egraph: &Graph, sizes: &Sizes, roots: &[Id]) -> BTreeMap<Id, Tens
         if out.contains_key(&c) {
             continue;
         }
-        let Some(cand) = best.get(&c) else { continue };
-        stack.extend(cand.node.children().iter().map(|&k| egraph.find(k)));
-        out.insert(c, cand.node.clone());
+        let Some(node) = all.get(&c) else { continue };
+        stack.extend(node.children().iter().map(|&k| egraph.find(k)));
+        out.insert(c, node.clone());
     }
     out
+}
+
+/// Hill climbing on the exact DAG cost: one node swapped at a time, classes in id
+/// order, until a sweep changes nothing (or a few sweeps have run).
+fn improve(
+    egraph: &Graph,
+    sizes: &Sizes,
+    roots: &[Id],
+    choice: &mut BTreeMap<Id, Tensor>,
+    costs: &BTreeMap<Id, Vec<f64>>,
+) {
+    let mut current = dag_cost(egraph, sizes, choice, roots);
+    for _sweep in 0..4 {
+        let mut changed = false;
+        let used: Vec<Id> = reachable(egraph, choice, roots);
+        for class in used {
+            for (node, &own) in egraph[class].nodes.iter().zip(&costs[&class]) {
+                if !own.is_finite() || choice.get(&class) == Some(node) {
+                    continue;
+                }
+                let old = choice.insert(class, node.clone());
+                let cost = dag_cost(egraph, sizes, choice, roots);
+                if cost < current * (1.0 - 1e-12) - 1e-9 {
+                    current = cost;
+                    changed = true;
+                } else if let Some(old) = old {
+                    choice.insert(class, old);
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+}
+
+/// The classes `choice` uses under `roots`, in id order.
+fn reachable(egraph: &Graph, choice: &BTreeMap<Id, Tensor>, roots: &[Id]) -> Vec<Id> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack: Vec<Id> = roots.iter().map(|&r| egraph.find(r)).collect();
+    while let Some(c) = stack.pop() {
+        if !seen.insert(c) {
+            continue;
+        }
+        if let Some(n) = choice.get(&c) {
+            stack.extend(n.children().iter().map(|&k| egraph.find(k)));
+        }
+    }
+    seen.into_iter().collect()
 }
 
 /// The union of the children's class sets plus `class` at `own`; `None` if a child

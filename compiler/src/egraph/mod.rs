@@ -63,6 +63,8 @@ pub struct Report {
     /// Why saturation stopped: `saturated`, or the limit that was hit.
     pub stop: String,
     pub time: Duration,
+    /// How many times each rule applied, by name.
+    pub applied: BTreeMap<String, usize>,
 }
 
 impl std::fmt::Display for Report {
@@ -187,6 +189,7 @@ pub fn simplify(graph: &Graph, outputs: &[ValueId], options: &Options) -> Result
     let cost_before = cost::dag_cost(&egraph, &options.sizes, &original, &roots);
 
     let mut iterations = 0;
+    let mut applied: BTreeMap<String, usize> = BTreeMap::new();
     let mut stop = String::from("saturated");
     for phase in rules::phases() {
         let runner = Runner::default()
@@ -196,9 +199,35 @@ pub fn simplify(graph: &Graph, outputs: &[ValueId], options: &Options) -> Result
             .with_time_limit(options.limits.time)
             .run(&phase.rules);
         iterations += runner.iterations.len();
+        if std::env::var("ADJOINT_EGRAPH_DEBUG").is_ok() {
+            let mut per: BTreeMap<String, usize> = BTreeMap::new();
+            for it in &runner.iterations {
+                for (rule, n) in &it.applied {
+                    *per.entry(rule.to_string()).or_default() += n;
+                }
+            }
+            let mut top: Vec<_> = per.into_iter().collect();
+            top.sort_by_key(|x| std::cmp::Reverse(x.1));
+            top.truncate(6);
+            eprintln!(
+                "phase {}: {} iterations, {} nodes, {:?}, {:?}",
+                phase.name,
+                runner.iterations.len(),
+                runner.egraph.total_number_of_nodes(),
+                runner.stop_reason,
+                top
+            );
+        }
+        for it in &runner.iterations {
+            for (rule, n) in &it.applied {
+                *applied.entry(rule.to_string()).or_default() += n;
+            }
+        }
         match &runner.stop_reason {
             Some(StopReason::Saturated) | None => {}
-            Some(StopReason::IterationLimit(_)) if phase.iterations < options.limits.iterations => {}
+            Some(StopReason::IterationLimit(n)) if phase.iterations < options.limits.iterations => {
+                stop = format!("{} phase: stopped at its {n}-iteration cap", phase.name)
+            }
             Some(other) => stop = format!("{} phase: {}", phase.name, describe(other)),
         }
         egraph = runner.egraph;
@@ -229,6 +258,7 @@ pub fn simplify(graph: &Graph, outputs: &[ValueId], options: &Options) -> Result
         iterations,
         stop,
         time: started.elapsed(),
+        applied,
     };
     Ok(Simplified { graph: out_graph, outputs: out_ids, report })
 }

@@ -5,7 +5,7 @@
 
 use egg::rewrite;
 
-use super::{FillLike, Rule, constant_is, same_type};
+use super::{FillLike, Rule, constant_is};
 
 pub fn rules() -> Vec<Rule> {
     vec![
@@ -13,6 +13,12 @@ pub fn rules() -> Vec<Rule> {
         rewrite!("add-zero"; "(add ?x ?z)" => "?x" if constant_is("?z", 0.0)),
         // 0 + x = x
         rewrite!("zero-add"; "(add ?z ?x)" => "?x" if constant_is("?z", 0.0)),
+        // x − x = 0
+        rewrite!("sub-self"; "(sub ?x ?x)" => { FillLike { like: "?x", value: 0.0 } }),
+        // 0 ⊘ y = 0
+        rewrite!("zero-div"; "(div ?z ?y)" => "?z" if constant_is("?z", 0.0)),
+        // x ⊙ (y ⊘ z) = (x ⊙ y) ⊘ z
+        rewrite!("mul-div"; "(mul ?x (div ?y ?z))" => "(div (mul ?x ?y) ?z)"),
         // x − 0 = x
         rewrite!("sub-zero"; "(sub ?x ?z)" => "?x" if constant_is("?z", 0.0)),
         // 0 − x = −x
@@ -53,14 +59,15 @@ pub fn rules() -> Vec<Rule> {
         rewrite!("factor-sub"; "(sub (mul ?x ?z) (mul ?y ?z))" => "(mul ?z (sub ?x ?y))"),
         // x ⊙ z + y ⊙ z = z ⊙ (x + y)
         rewrite!("factor-add"; "(add (mul ?x ?z) (mul ?y ?z))" => "(mul ?z (add ?x ?y))"),
-        // x − y ⊙ z = x − z ⊙ y when the factors have the same type: the one reordering factoring needs
-        rewrite!("sub-mul-swap"; "(sub ?x (mul ?y ?z))" => "(sub ?x (mul ?z ?y))" if same_type("?y", "?z")),
     ]
 }
 
 pub const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ("add-zero", &[("?x", "M,N"), ("?z", "zeros:M,N")]),
     ("zero-add", &[("?x", "M,N"), ("?z", "zeros:M,N")]),
+    ("sub-self", &[("?x", "M,N")]),
+    ("zero-div", &[("?z", "zeros:M,N"), ("?y", "positive:M,N")]),
+    ("mul-div", &[("?x", "M,N"), ("?y", "M,N"), ("?z", "positive:M,N")]),
     ("sub-zero", &[("?x", "M,N"), ("?z", "zeros:M,N")]),
     ("zero-sub", &[("?x", "M,N"), ("?z", "zeros:M,N")]),
     ("mul-zero", &[("?x", "M,N"), ("?z", "zeros:M,N")]),
@@ -81,5 +88,4 @@ pub const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ("div-mul", &[("?x", "M,N"), ("?y", "positive:M,N"), ("?z", "M,N")]),
     ("factor-sub", &[("?x", "M,N"), ("?y", "M,N"), ("?z", "M,N")]),
     ("factor-add", &[("?x", "M,N"), ("?y", "M,N"), ("?z", "M,N")]),
-    ("sub-mul-swap", &[("?x", "M,N"), ("?y", "M,N"), ("?z", "M,N")]),
 ];

@@ -10,6 +10,12 @@ pub fn rules() -> Vec<Rule> {
     vec![
         // Σₐ(−x) = −Σₐx
         rewrite!("sum-neg"; "(sum ?a (neg ?x))" => "(neg (sum ?a ?x))"),
+        // Σₐ(x − y) = Σₐx − Σₐy
+        rewrite!("sum-sub"; "(sum ?a (sub ?x ?y))" => "(sub (sum ?a ?x) (sum ?a ?y))"),
+        // Σₐ(x + y) = Σₐx + Σₐy
+        rewrite!("sum-add"; "(sum ?a (add ?x ?y))" => "(add (sum ?a ?x) (sum ?a ?y))"),
+        // c·bcast(x) = bcast(c·x): the reverse of bcast-scale, so a factor applies at row size
+        rewrite!("scale-bcast"; "(scale ?c (bcast ?a ?n ?x))" => "(bcast ?a ?n (scale ?c ?x))"),
         // Σₐ(c·x) = c·Σₐx
         rewrite!("sum-scale"; "(sum ?a (scale ?c ?x))" => "(scale ?c (sum ?a ?x))"),
         // Σₐ(x ⊘ bcastₐ(s)) = (Σₐx) ⊘ s
@@ -39,6 +45,9 @@ pub fn rules() -> Vec<Rule> {
 
 pub const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ("sum-neg", &[("?a", "1"), ("?x", "M,N")]),
+    ("sum-sub", &[("?a", "1"), ("?x", "M,N"), ("?y", "M,N")]),
+    ("sum-add", &[("?a", "0"), ("?x", "M,N"), ("?y", "M,N")]),
+    ("scale-bcast", &[("?a", "1"), ("?n", "d:N"), ("?c", "s:3"), ("?x", "M")]),
     ("sum-scale", &[("?a", "0"), ("?c", "s:0.5"), ("?x", "M,N")]),
     ("sum-div-bcast", &[("?a", "1"), ("?n", "d:N"), ("?x", "M,N"), ("?s", "positive:M")]),
     ("sum-mul-bcast", &[("?a", "1"), ("?n", "d:N"), ("?x", "M,N"), ("?s", "M")]),

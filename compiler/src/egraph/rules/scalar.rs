@@ -4,12 +4,12 @@
 
 use egg::rewrite;
 
-use super::{FillAs, Rule, mask_commutes, negative, scalar_is};
+use super::{FillAs, Rule, mask_commutes, negative, not_constant, scalar_is};
 
 pub fn rules() -> Vec<Rule> {
     vec![
-        // c·(d·x) = (cd)·x
-        rewrite!("scale-scale"; "(scale ?c (scale ?d ?x))" => "(scale (smul ?c ?d) ?x)"),
+        // c·(d·x) = (cd)·x, for x not a constant (0 = d·0 would make c, c², c³, … without end)
+        rewrite!("scale-scale"; "(scale ?c (scale ?d ?x))" => "(scale (smul ?c ?d) ?x)" if not_constant("?x")),
         // 1·x = x
         rewrite!("scale-one"; "(scale ?c ?x)" => "?x" if scalar_is("?c", 1.0)),
         // (−1)·x = −x
@@ -18,18 +18,22 @@ pub fn rules() -> Vec<Rule> {
         rewrite!("neg-scale"; "(neg (scale ?c ?x))" => "(scale (smul s:-1 ?c) ?x)"),
         // c·x = −((−c)·x) for c < 0: signs gathered into negations, which other rules cancel or turn into subtractions
         rewrite!("scale-negative"; "(scale ?c ?x)" => "(neg (scale (smul s:-1 ?c) ?x))" if negative("?c")),
-        // −(c·x) = c·(−x)
-        rewrite!("neg-into-scale"; "(neg (scale ?c ?x))" => "(scale ?c (neg ?x))"),
+        // −(c·(x − y)) = c·(y − x)
+        rewrite!("neg-scale-sub"; "(neg (scale ?c (sub ?x ?y)))" => "(scale ?c (sub ?y ?x))"),
+        // c·(x ⊘ y) = (c·x) ⊘ y
+        rewrite!("scale-div"; "(scale ?c (div ?x ?y))" => "(div (scale ?c ?x) ?y)"),
+        // c·(−x) = −(c·x)
+        rewrite!("scale-neg"; "(scale ?c (neg ?x))" => "(neg (scale ?c ?x))"),
         // c·fill(d) = fill(cd)
         rewrite!("scale-fill"; "(scale ?c (fill ?d ?s))" => "(fill (smul ?c ?d) ?s)"),
         // −fill(c) = fill(−c)
         rewrite!("neg-fill"; "(neg (fill ?c ?s))" => "(fill (smul s:-1 ?c) ?s)"),
         // bcast(fill(c)) = fill(c), at the broadcast shape
         rewrite!("bcast-fill"; "(bcast ?a ?n (fill ?c ?s))" => { FillAs { value: "?c" } }),
-        // fill(c) ⊙ x = c·x
-        rewrite!("fill-mul"; "(mul (fill ?c ?s) ?x)" => "(scale ?c ?x)"),
-        // x ⊙ fill(c) = c·x
-        rewrite!("mul-fill"; "(mul ?x (fill ?c ?s))" => "(scale ?c ?x)"),
+        // fill(c) ⊙ x = c·x, for x not a constant (constants fold by the rules above; 0 ⊙ x by mul-zero)
+        rewrite!("fill-mul"; "(mul (fill ?c ?s) ?x)" => "(scale ?c ?x)" if not_constant("?x")),
+        // x ⊙ fill(c) = c·x, likewise
+        rewrite!("mul-fill"; "(mul ?x (fill ?c ?s))" => "(scale ?c ?x)" if not_constant("?x")),
         // c·x − c·y = c·(x − y)
         rewrite!("factor-scale-sub"; "(sub (scale ?c ?x) (scale ?c ?y))" => "(scale ?c (sub ?x ?y))"),
         // c·x + c·y = c·(x + y)
@@ -48,6 +52,8 @@ pub fn rules() -> Vec<Rule> {
         rewrite!("scale-causal"; "(scale ?c (causal ?f ?x))" => "(causal ?f (scale ?c ?x))" if mask_commutes("?f", "?c")),
         // c·(x ⊙ y) = (c·x) ⊙ y
         rewrite!("scale-mul"; "(scale ?c (mul ?x ?y))" => "(mul (scale ?c ?x) ?y)"),
+        // c·(x ⊙ y) = x ⊙ (c·y)
+        rewrite!("scale-mul-right"; "(scale ?c (mul ?x ?y))" => "(mul ?x (scale ?c ?y))"),
         // (c·x) ⊙ y = c·(x ⊙ y)
         rewrite!("mul-scale"; "(mul (scale ?c ?x) ?y)" => "(scale ?c (mul ?x ?y))"),
         // x ⊙ (c·y) = c·(x ⊙ y)
@@ -61,7 +67,9 @@ pub const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ("scale-minus-one", &[("?c", "s:-1"), ("?x", "M,N")]),
     ("neg-scale", &[("?c", "s:0.25"), ("?x", "M,N")]),
     ("scale-negative", &[("?c", "s:-0.5"), ("?x", "M,N")]),
-    ("neg-into-scale", &[("?c", "s:0.5"), ("?x", "M,N")]),
+    ("neg-scale-sub", &[("?c", "s:0.5"), ("?x", "M,N"), ("?y", "M,N")]),
+    ("scale-div", &[("?c", "s:0.5"), ("?x", "M,N"), ("?y", "positive:M,N")]),
+    ("scale-neg", &[("?c", "s:0.5"), ("?x", "M,N")]),
     ("scale-fill", &[("?c", "s:-0.5"), ("?d", "s:3"), ("?s", "shape:M,N")]),
     ("neg-fill", &[("?c", "s:2"), ("?s", "shape:M,N")]),
     ("bcast-fill", &[("?a", "1"), ("?n", "d:N"), ("?c", "s:2"), ("?s", "shape:M")]),
@@ -76,6 +84,7 @@ pub const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ("causal-scale", &[("?f", "s:0"), ("?c", "s:-2"), ("?x", "B,T,T")]),
     ("scale-causal", &[("?f", "s:-inf"), ("?c", "s:0.5"), ("?x", "T,T")]),
     ("scale-mul", &[("?c", "s:0.5"), ("?x", "M,N"), ("?y", "M,N")]),
+    ("scale-mul-right", &[("?c", "s:0.5"), ("?x", "M,N"), ("?y", "M,N")]),
     ("mul-scale", &[("?c", "s:0.5"), ("?x", "M,N"), ("?y", "M,N")]),
     ("mul-scale-right", &[("?c", "s:0.5"), ("?x", "M,N"), ("?y", "M,N")]),
 ];
