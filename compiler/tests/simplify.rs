@@ -143,3 +143,101 @@ fn c_layernorm_backward() {
     assert!(!after.contains("dvar") && !after.contains("dμ"), "{after}");
     insta::assert_snapshot!(after);
 }
+
+#[test]
+fn e_double_transposes_removed_and_absorbed_into_products() {
+    use adjoint_compiler::ops::{Layout, Op};
+    let mut g = Graph::new();
+    let x = g.data("X", shape(&["N", "D"])).unwrap();
+    let w = g.param("W", shape(&["D", "F"])).unwrap();
+    // Built raw: the graph builder would already fold these.
+    let t = |g: &mut Graph, v| g.apply(Op::Layout(Layout::Permute(vec![1, 0])), &[v]).unwrap();
+    let xtt = {
+        let xt = t(&mut g, x);
+        t(&mut g, xt)
+    };
+    let y = g.apply(Op::Matmul, &[xtt, w]).unwrap();
+    let yt = t(&mut g, y);
+    g.name(yt, "Yᵀ");
+    let (before, after, s) = simplify(&g, &[("Yᵀ", yt)], &[("N", 3), ("D", 4), ("F", 5)], &[], &[], &[]);
+    assert!(before.contains("(Xᵀᵀ·W)ᵀ"), "{before}");
+    assert_eq!(after.trim(), "Yᵀ = Wᵀ·Xᵀ");
+    // Every transpose left is an operand of a product (a GEMM reads it in place).
+    let users = s.graph.users();
+    for id in s.graph.ids() {
+        if matches!(s.graph.node(id).op, Op::Layout(Layout::Permute(_))) {
+            assert!(users[id.index()].iter().all(|&u| matches!(s.graph.node(u).op, Op::Matmul)));
+        }
+    }
+    insta::assert_snapshot!(after);
+}
+
+#[test]
+fn i_zeros_and_identities_removed_and_dead_values_pruned() {
+    use adjoint_compiler::ops::{Op, Pointwise};
+    use adjoint_compiler::scalar::Scalar;
+    let mut g = Graph::new();
+    let x = g.data("x", shape(&["N", "D"])).unwrap();
+    let w = g.param("W", shape(&["D", "D"])).unwrap();
+    let ones = g.fill(Scalar::num(1.0), shape(&["N", "D"])).unwrap();
+    let zeros = g.fill(Scalar::num(0.0), shape(&["N", "D"])).unwrap();
+    let expensive = {
+        let e = g.exp(x).unwrap();
+        g.matmul(e, w).unwrap()
+    };
+    let killed = g.apply(Op::Pointwise(Pointwise::Mul), &[zeros, expensive]).unwrap();
+    let kept = g.apply(Op::Pointwise(Pointwise::Mul), &[x, ones]).unwrap();
+    let sum = g.apply(Op::Pointwise(Pointwise::Add), &[kept, killed]).unwrap();
+    let scaled = g.apply(Op::Pointwise(Pointwise::Scale(Scalar::num(1.0))), &[sum]).unwrap();
+    let y = g.matmul(scaled, w).unwrap();
+    g.name(y, "y");
+    let (before, after, s) = simplify(&g, &[("y", y)], &[("N", 3), ("D", 4)], &[], &[], &[]);
+    assert!(before.contains("exp(x)"), "{before}");
+    assert_eq!(after.trim(), "y = x·W");
+    assert_eq!(s.graph.len(), 3, "x, W and the product: nothing else survives");
+    insta::assert_snapshot!(after);
+}
+
+/// The cheapest order of `A₁·…·Aₙ` (`dims[i] × dims[i+1]` each) under the cost model:
+/// matrix-chain dynamic programming.
+fn chain_optimum(dims: &[i64]) -> f64 {
+    let n = dims.len() - 1;
+    let cost = |m: i64, k: i64, p: i64| (2 * m * k * p) as f64 + 4.0 * (m * k + k * p + m * p) as f64;
+    let mut best = vec![vec![0.0f64; n]; n];
+    for len in 2..=n {
+        for i in 0..=n - len {
+            let j = i + len - 1;
+            best[i][j] = (i..j)
+                .map(|s| best[i][s] + best[s + 1][j] + cost(dims[i], dims[s + 1], dims[j + 1]))
+                .fold(f64::INFINITY, f64::min);
+        }
+    }
+    best[0][n - 1]
+}
+
+#[test]
+fn g_matmul_chains_take_the_dynamic_programming_order() {
+    let mut rng = common::Rng::new(2024);
+    for trial in 0..40 {
+        let n = 2 + rng.below(7); // 2..=8 matrices
+        let dims: Vec<i64> = (0..=n).map(|_| [1, 3, 8, 16, 64, 200, 512][rng.below(7)]).collect();
+        let names: Vec<String> = (0..=n).map(|i| format!("d{i}")).collect();
+        let mut g = Graph::new();
+        let mats: Vec<ValueId> =
+            (0..n).map(|i| g.data(&format!("A{i}"), shape(&[&names[i], &names[i + 1]])).unwrap()).collect();
+        let mut prod = mats[0];
+        for &m in &mats[1..] {
+            prod = g.matmul(prod, m).unwrap();
+        }
+        let mut options = Options::default();
+        options.sizes.sizes = names.iter().cloned().zip(dims.iter().copied()).collect();
+        let s = egraph::simplify(&g, &[prod], &options).unwrap();
+        let want = chain_optimum(&dims);
+        assert!(
+            (s.report.cost_after - want).abs() <= 1e-9 * want,
+            "trial {trial}: dims {dims:?}: extracted {} but the optimum is {want} ({})",
+            s.report.cost_after,
+            s.report
+        );
+    }
+}
