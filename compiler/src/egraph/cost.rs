@@ -1,7 +1,8 @@
 //! The cost of an e-node: FLOPs plus bytes moved, at representative sizes.
 //!
 //! Layout that a GEMM or a fused loop absorbs costs nothing: a transpose of the last two
-//! axes (a GEMM reads it as a transposed operand), reshape and broadcast (views),
+//! axes (a GEMM reads it as a transposed operand; an output that is a bare transpose
+//! pays its copy in [`dag_cost`]), reshape and broadcast (views),
 //! concat and slice (producers write into, consumers read from, parts of one buffer).
 //! Everything else pays its arithmetic and reads and writes every operand once; f32 is
 //! 4 bytes. An ill-typed node (a rule applied where it should not) costs infinity, so it
@@ -90,6 +91,13 @@ pub fn dag_cost(egraph: &Graph, sizes: &Sizes, choice: &BTreeMap<Id, Tensor>, ro
     let mut colour: BTreeMap<Id, u8> = BTreeMap::new();
     let mut total = 0.0;
     for &root in roots {
+        // An output that is a bare transpose has no GEMM to absorb it: it is a copy.
+        if let Some(node @ Tensor::Op(Kind::Permute, _)) = choice.get(&egraph.find(root))
+            && let Some(ty) = &egraph[egraph.find(root)].data.ty
+            && node_cost(egraph, sizes, node) == 0.0
+        {
+            total += 8.0 * sizes.numel(&ty.shape);
+        }
         let mut stack: Vec<(Id, bool)> = vec![(egraph.find(root), false)];
         while let Some((c, leaving)) = stack.pop() {
             if leaving {
