@@ -163,36 +163,52 @@ fn every_rule_fires_on_its_example_and_preserves_values() {
         let rule = all.iter().find(|r| r.name.as_str() == name).unwrap();
         let bindings: Vec<(&str, Binding)> = vars.iter().map(|(v, b)| (*v, binding(b))).collect();
         let mut eg = EGraph::new(Typing);
-        let ast = rule.searcher.get_pattern_ast().expect("rules search with patterns");
-        // The left side, instantiated.
-        let mut ids: Vec<Id> = Vec::new();
-        for node in ast.as_ref() {
-            let id = match node {
-                ENodeOrVar::Var(v) => {
-                    let b = &bindings
-                        .iter()
-                        .find(|(n, _)| *n == v.to_string())
-                        .unwrap_or_else(|| panic!("{name}: no binding for {v}"))
-                        .1;
-                    add_binding(&mut eg, &v.to_string(), b)
-                }
-                ENodeOrVar::ENode(n) => {
-                    let n = n.clone().map_children(|c| ids[usize::from(c)]);
-                    eg.add(n)
-                }
-            };
-            ids.push(id);
+        // The left side(s), instantiated.
+        let asts: Vec<egg::PatternAst<Tensor>> = match rule.searcher.get_pattern_ast() {
+            Some(ast) => vec![ast.clone()],
+            None => {
+                let multi = rules::concat::MULTI
+                    .iter()
+                    .find(|m| m.0 == name)
+                    .expect("a multi-pattern rule is listed");
+                multi.1.iter().map(|p| p.parse().unwrap()).collect()
+            }
+        };
+        let mut lhs = None;
+        for ast in &asts {
+            let mut ids: Vec<Id> = Vec::new();
+            for node in ast.as_ref() {
+                let id = match node {
+                    ENodeOrVar::Var(v) => {
+                        let b = &bindings
+                            .iter()
+                            .find(|(n, _)| *n == v.to_string())
+                            .unwrap_or_else(|| panic!("{name}: no binding for {v}"))
+                            .1;
+                        add_binding(&mut eg, &v.to_string(), b)
+                    }
+                    ENodeOrVar::ENode(n) => {
+                        let n = n.clone().map_children(|c| ids[usize::from(c)]);
+                        eg.add(n)
+                    }
+                };
+                ids.push(id);
+            }
+            lhs = Some(*ids.last().unwrap());
         }
-        let lhs = *ids.last().unwrap();
+        let lhs = lhs.unwrap();
         eg.rebuild();
         assert!(eg[lhs].data.ty.is_some(), "{name}: the example's left side is ill-typed");
         let before = eg[lhs].nodes.len();
         let classes_before = eg.number_of_classes();
+        let nodes_before = eg.total_number_of_nodes();
         let runner = Runner::default().with_egraph(eg).with_iter_limit(2).run(std::slice::from_ref(rule));
         let eg = runner.egraph;
         let lhs = eg.find(lhs);
         assert!(
-            eg[lhs].nodes.len() > before || eg.number_of_classes() < classes_before,
+            eg[lhs].nodes.len() > before
+                || eg.number_of_classes() < classes_before
+                || (asts.len() > 1 && eg.total_number_of_nodes() > nodes_before),
             "{name}: the rule did not fire on its example"
         );
         // Every node of every class against the class's smallest term.

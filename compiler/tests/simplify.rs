@@ -241,3 +241,35 @@ fn g_matmul_chains_take_the_dynamic_programming_order() {
         );
     }
 }
+
+#[test]
+fn f_qkv_products_share_one_matmul() {
+    let mut g = Graph::new();
+    let x = g.data("X", shape(&["N", "D"])).unwrap();
+    let w: Vec<ValueId> =
+        ["W_q", "W_k", "W_v"].iter().map(|n| g.param(n, shape(&["D", "D"])).unwrap()).collect();
+    let outs: Vec<ValueId> = w.iter().map(|&w| g.matmul(x, w).unwrap()).collect();
+    let seeds: Vec<(ValueId, ValueId)> = ["dQ", "dK", "dV"]
+        .iter()
+        .zip(&outs)
+        .map(|(n, &o)| (o, g.data(n, shape(&["N", "D"])).unwrap()))
+        .collect();
+    let grads = autodiff::backward(&mut g, &seeds, &[x, w[0], w[1], w[2]]).unwrap();
+    let (before, after, s) = simplify(
+        &g,
+        &[("∂L/∂X", grads[0]), ("∂L/∂W_q", grads[1]), ("∂L/∂W_k", grads[2]), ("∂L/∂W_v", grads[3])],
+        &[("N", 4), ("D", 3)],
+        &[],
+        &[],
+        &[("N", 512), ("D", 256)],
+    );
+    assert_eq!(before.matches('·').count(), 6, "{before}");
+    // One product for dX over concatenated operands, one for the three weight gradients.
+    assert_eq!(
+        s.graph.ids().filter(|&id| matches!(s.graph.node(id).op, adjoint_compiler::ops::Op::Matmul)).count(),
+        2
+    );
+    assert!(after.contains("∂L/∂X = [dV | dK | dQ]·[W_vᵀ; W_kᵀ; W_qᵀ]"), "{after}");
+    assert!(after.contains("= Xᵀ·[dQ | dK | dV]") && after.contains("∂L/∂W_k = M[1: D..2*D]"), "{after}");
+    insta::assert_snapshot!(after);
+}

@@ -13,7 +13,9 @@
 //!
 //! Greedy choices are per class and can miss sharing between roots, so a second pass
 //! tries every alternative node of every chosen class against the exact DAG cost of the
-//! whole selection and keeps any that lowers it, until no single change helps.
+//! whole selection and keeps any that lowers it, and then group moves: all the used
+//! classes that could read one unused class switch to it together (three weight
+//! gradients to the blocks of one fused product), until nothing helps.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -104,6 +106,42 @@ fn improve(
                     changed = true;
                 } else if let Some(old) = old {
                     choice.insert(class, old);
+                }
+            }
+        }
+        // Group moves: a class not yet used that several used classes could read
+        // instead (one fused product for three) only pays off when they all switch.
+        let used = reachable(egraph, choice, roots);
+        let used_set: std::collections::BTreeSet<Id> = used.iter().copied().collect();
+        let mut readers: BTreeMap<Id, Vec<(Id, Tensor)>> = BTreeMap::new();
+        for &class in &used {
+            for (node, &own) in egraph[class].nodes.iter().zip(&costs[&class]) {
+                if !own.is_finite() {
+                    continue;
+                }
+                for &k in node.children() {
+                    let k = egraph.find(k);
+                    if !used_set.contains(&k) && egraph[k].data.ty.is_some() {
+                        let list = readers.entry(k).or_default();
+                        if !list.iter().any(|(c, _)| *c == class) {
+                            list.push((class, node.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        for (_, group) in readers.into_iter().filter(|(_, g)| g.len() >= 2) {
+            let old: Vec<(Id, Option<Tensor>)> =
+                group.iter().map(|(c, n)| (*c, choice.insert(*c, n.clone()))).collect();
+            let cost = dag_cost(egraph, sizes, choice, roots);
+            if cost < current * (1.0 - 1e-12) - 1e-9 {
+                current = cost;
+                changed = true;
+            } else {
+                for (c, n) in old {
+                    if let Some(n) = n {
+                        choice.insert(c, n);
+                    }
                 }
             }
         }

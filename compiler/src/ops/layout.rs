@@ -247,7 +247,7 @@ impl Layout {
             Layout::Pad { axis, before, after } => {
                 Form::Pad { axis: *axis, before: before.clone(), after: after.clone() }
             }
-            Layout::Concat { .. } => Form::Concat,
+            Layout::Concat { axis } => Form::Concat(*axis),
         }
     }
 

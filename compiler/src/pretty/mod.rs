@@ -81,7 +81,8 @@ pub enum Form {
         before: Dim,
         after: Dim,
     },
-    Concat,
+    /// Joined along an axis: side by side (last axis) or stacked (the one before).
+    Concat(usize),
     /// Sum over an axis: `rowsum`, `colsum` or `Σ_dim`.
     Sum(usize),
     Max(usize),

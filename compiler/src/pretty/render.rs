@@ -368,12 +368,24 @@ impl<'a> Printer<'a> {
                 let spec = format!("{axis}: {}, {}", self.dim(&before), self.dim(&after));
                 self.call(&format!("pad[{spec}]"), &format!("\\operatorname{{pad}}_{{{spec}}}"), &[a])
             }
-            Form::Concat => {
+            Form::Concat(axis) => {
+                let rank = self.g.shape(ins[0]).rank();
                 let parts: Vec<String> = ins.iter().map(|&i| self.arg(i)).collect();
-                atom(if uni {
-                    format!("[{}]", parts.join(" | "))
+                let (uni_sep, tex_sep) = if axis + 1 == rank {
+                    (" | ", " \\mid ")
+                } else if axis + 2 == rank {
+                    ("; ", " ; ")
                 } else {
-                    format!("\\left[{}\\right]", parts.join(" \\mid "))
+                    return self.call(
+                        &format!("concat[{axis}]"),
+                        &format!("\\operatorname{{concat}}_{{{axis}}}"),
+                        &parts,
+                    );
+                };
+                atom(if uni {
+                    format!("[{}]", parts.join(uni_sep))
+                } else {
+                    format!("\\left[{}\\right]", parts.join(tex_sep))
                 })
             }
             Form::Sum(axis) | Form::Max(axis) => {

@@ -7,6 +7,7 @@
 //! Every rule has an example binding in its family's `EXAMPLES` table, from which the
 //! tests build both sides on random sizes and check them equal with the interpreter.
 
+pub mod concat;
 pub mod elementwise;
 pub mod matmul;
 pub mod reduce;
@@ -65,11 +66,23 @@ pub fn phases() -> Vec<Phase> {
         rules: all().into_iter().filter(|r| CLEANUP.contains(&r.name.as_str())).collect(),
         iterations: usize::MAX,
     };
-    vec![cleanup(), Phase { name: "algebra", rules: all(), iterations: 12 }, cleanup()]
+    vec![
+        cleanup(),
+        Phase { name: "algebra", rules: algebra(), iterations: 12 },
+        Phase { name: "concat", rules: concat::rules(), iterations: 1 },
+        cleanup(),
+    ]
 }
 
 /// Every rule.
 pub fn all() -> Vec<Rule> {
+    let mut r = algebra();
+    r.extend(concat::rules());
+    r
+}
+
+/// Every rule but the concatenation family.
+fn algebra() -> Vec<Rule> {
     let mut r = Vec::new();
     r.extend(transpose::rules());
     r.extend(scalar::rules());
@@ -87,10 +100,11 @@ pub fn examples() -> Vec<(&'static str, &'static [(&'static str, &'static str)])
     e.extend_from_slice(elementwise::EXAMPLES);
     e.extend_from_slice(reduce::EXAMPLES);
     e.extend_from_slice(matmul::EXAMPLES);
+    e.extend_from_slice(concat::EXAMPLES);
     e
 }
 
-fn var(name: &str) -> Var {
+pub(crate) fn var(name: &str) -> Var {
     name.parse().expect("a rule's variable is `?name`")
 }
 
