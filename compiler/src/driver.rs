@@ -1,24 +1,30 @@
 //! The whole pipeline behind `model!` and the build-script path: tokens → syntax tree →
-//! staged IR with its backward pass → Rust.
+//! staged IR with its backward pass → simplified (e-graph) → Rust.
 
 use proc_macro2::TokenStream;
 
 use crate::backend;
+use crate::egraph;
 use crate::frontend::{self, Mode};
 use crate::program::Program;
 
-/// A compiled model: the lowered program and the generated module.
+/// A compiled model: the lowered and simplified program, the generated module, and
+/// the simplifier's report per stage.
 pub struct Compiled {
     pub program: Program,
     pub code: TokenStream,
+    pub reports: Vec<egraph::Report>,
 }
 
 /// Compiles model text; `source` is kept in the generated module as `SOURCE`.
 pub fn compile_with_source(tokens: TokenStream, source: &str) -> Result<Compiled, Vec<syn::Error>> {
     let model = frontend::parse_model(tokens.clone())?;
-    let program = frontend::lower_model(tokens, &Mode::Staged)?;
+    let mut program = frontend::lower_model(tokens, &Mode::Staged)?;
+    let reports = program.simplify(&egraph::Limits::default()).map_err(|e| {
+        vec![syn::Error::new(model.name.span(), format!("simplifying the derivation: {}", e.message))]
+    })?;
     let code = backend::generate(&program, source, &model.docs);
-    Ok(Compiled { program, code })
+    Ok(Compiled { program, code, reports })
 }
 
 /// Compiles model tokens (the macro's input).

@@ -15,6 +15,7 @@
 
 use crate::autodiff;
 use crate::dim::Dim;
+use crate::egraph;
 use crate::error::Result;
 use crate::frontend::ast::{Init, Range};
 use crate::ir::{DType, Graph, Role, Shape, ValueId};
@@ -84,6 +85,8 @@ pub struct Program {
     pub name: String,
     /// Declared dimension symbols, in order.
     pub dims: Vec<String>,
+    /// Representative sizes (`dims T = 128;`), for the simplifier's cost model.
+    pub sizes: std::collections::BTreeMap<String, i64>,
     /// `dim N = B * T;` declarations.
     pub aliases: Vec<(String, Dim)>,
     pub inputs: Vec<InputInfo>,
@@ -117,6 +120,70 @@ impl Program {
             stage.backward = Some(Backward { seed, carry_grad, param_grads });
         }
         Ok(())
+    }
+
+    /// Simplifies every stage's joint graph with the e-graph (`crate::egraph`), keeping
+    /// as roots its output, the carried value's gradient, every parameter gradient and
+    /// (last stage) the `output` values; one report per stage. The representative sizes
+    /// are `sizes` (`dims T = 128;`), 64 for the others.
+    pub fn simplify(&mut self, limits: &egraph::Limits) -> Result<Vec<egraph::Report>> {
+        let options = egraph::Options {
+            sizes: egraph::Sizes { sizes: self.sizes.clone(), default: 64 },
+            limits: limits.clone(),
+            explain: false,
+        };
+        let last = self.stages.len().saturating_sub(1);
+        let mut reports = Vec::new();
+        for (k, stage) in self.stages.iter_mut().enumerate() {
+            let Some(back) = stage.backward.clone() else { continue };
+            let mut roots = vec![stage.output];
+            roots.extend(back.carry_grad);
+            roots.extend(back.param_grads.iter().map(|p| p.1));
+            if k == last {
+                roots.extend(self.outputs.iter().map(|o| o.1));
+            }
+            let simplified = egraph::simplify(&stage.graph, &roots, &options)?;
+            let mut g = simplified.graph;
+            let mut ids = simplified.outputs.into_iter();
+            let mut next = || ids.next().expect("one output per root");
+            stage.output = next();
+            let carry_grad = back.carry_grad.map(|_| next());
+            let param_grads = back.param_grads.iter().map(|p| (p.0, next())).collect();
+            if k == last {
+                for o in &mut self.outputs {
+                    o.1 = next();
+                }
+            }
+            // Inputs keep their names; one the simplified graph no longer reads is declared
+            // again, so the stage's interface stays the same.
+            let old = &stage.graph;
+            let mut input = |id: ValueId| -> Result<ValueId> {
+                let (name, role, ty) = match &old.node(id).op {
+                    crate::ops::Op::Source(crate::ops::Source::Input { name, role, ty }) => {
+                        (name.clone(), *role, ty.clone())
+                    }
+                    _ => crate::error::bail!("simplify: stage input {} is not an input", id.0),
+                };
+                match g.find_input(&name) {
+                    Some(v) => Ok(v),
+                    None => g.input(&name, role, ty),
+                }
+            };
+            let seed = back.seed.map(&mut input).transpose()?;
+            let carry_in = match &stage.carry_in {
+                Some((n, id)) => Some((n.clone(), input(*id)?)),
+                None => None,
+            };
+            let params = stage.params.iter().map(|&(i, id)| Ok((i, input(id)?))).collect::<Result<_>>()?;
+            let inputs = stage.inputs.iter().map(|&(i, id)| Ok((i, input(id)?))).collect::<Result<_>>()?;
+            stage.graph = g;
+            stage.backward = Some(Backward { seed, carry_grad, param_grads });
+            stage.carry_in = carry_in;
+            stage.params = params;
+            stage.inputs = inputs;
+            reports.push(simplified.report);
+        }
+        Ok(reports)
     }
 
     /// The indices of the parameters in `scope`, in declaration order.

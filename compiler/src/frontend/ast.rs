@@ -33,7 +33,9 @@ pub struct Model {
 
 pub enum Item {
     /// `dims B, T, D;`: dimension symbols.
-    Dims(Vec<Ident>),
+    /// `dims B, T = 128, D;`: symbols, each with an optional representative size (what
+    /// the simplifier's cost model assumes).
+    Dims(Vec<(Ident, Option<syn::LitInt>)>),
     /// `dim N = B * T;`: a derived dimension, printed under its own name.
     DimAlias { name: Ident, value: DimExpr },
     /// `input tokens: index[B, T];`

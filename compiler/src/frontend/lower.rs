@@ -127,13 +127,24 @@ impl<'m> Lower<'m> {
         for item in &model.items {
             match item {
                 Item::Dims(names) => {
-                    for n in names {
+                    for (n, size) in names {
                         let s = n.to_string();
                         if self.dims.contains_key(&s) {
                             self.err(Range::one(n.span()), format!("dimension `{s}` is declared twice"));
                         } else {
                             self.dims.insert(s.clone(), Dim::sym(&s));
-                            self.program.dims.push(s);
+                            self.program.dims.push(s.clone());
+                        }
+                        if let Some(lit) = size {
+                            match lit.base10_parse::<i64>() {
+                                Ok(v) if v > 0 => {
+                                    self.program.sizes.insert(s, v);
+                                }
+                                _ => self.err(
+                                    Range::one(lit.span()),
+                                    "a representative size is a positive whole number, e.g. `T = 128`",
+                                ),
+                            }
                         }
                     }
                 }

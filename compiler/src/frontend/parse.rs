@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! model    := doc* 'model' Ident '{' item* '}'
-//! item     := 'dims' Ident,+ ';' | 'dim' Ident '=' dim ';' | 'input' Ident ':' type ';'
+//! item     := 'dims' (Ident ('=' Int)?),+ ';' | 'dim' Ident '=' dim ';' | 'input' Ident ':' type ';'
 //!           | 'fn' Ident '(' Ident,* ')' block | stmt
 //! stmt     := 'let' Ident '=' expr ';' | Ident '=' expr ';' | 'loss' expr ';' | 'output' Ident ';'
 //!           | 'param' path ':' type ('=' init)? ('as' (Ident | Str))? ';'
@@ -108,9 +108,23 @@ fn skip_to_end(input: ParseStream) {
 fn item(input: ParseStream, errors: &mut Vec<syn::Error>) -> syn::Result<Item> {
     if input.peek(kw::dims) {
         input.parse::<kw::dims>()?;
-        let names = syn::punctuated::Punctuated::<Ident, Token![,]>::parse_separated_nonempty(input)?;
+        let mut names = Vec::new();
+        loop {
+            let name: Ident = input.parse()?;
+            let size = if input.peek(Token![=]) {
+                input.parse::<Token![=]>()?;
+                Some(input.parse::<syn::LitInt>()?)
+            } else {
+                None
+            };
+            names.push((name, size));
+            if !input.peek(Token![,]) {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
         input.parse::<Token![;]>()?;
-        return Ok(Item::Dims(names.into_iter().collect()));
+        return Ok(Item::Dims(names));
     }
     if input.peek(kw::dim) {
         input.parse::<kw::dim>()?;

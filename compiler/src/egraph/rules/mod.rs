@@ -148,6 +148,14 @@ pub fn last_axis(a: &'static str, x: &'static str) -> impl Fn(&mut Graph, Id, &S
     }
 }
 
+/// `?a` equals the rank of `?y` (the axis a one-hot of `?y` adds).
+pub fn axis_is_rank(a: &'static str, y: &'static str) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
+    move |g, _, s| {
+        let rank = g[s[var(y)]].data.ty.as_ref().map(|t| t.shape.rank());
+        matches!((leaf(g, s, a), rank), (Some(Leaf::Axis(a)), Some(r)) if a == r)
+    }
+}
+
 /// `?x` and `?y` have the same type (so an elementwise op of them is well formed).
 pub fn same_type(x: &'static str, y: &'static str) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
     move |g, _, s| {

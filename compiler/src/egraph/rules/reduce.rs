@@ -4,7 +4,7 @@
 
 use egg::rewrite;
 
-use super::{FillLike, Rule};
+use super::{FillLike, Rule, axis_is_rank};
 
 pub fn rules() -> Vec<Rule> {
     vec![
@@ -27,7 +27,7 @@ pub fn rules() -> Vec<Rule> {
         // Σₐ bcastₐ(n, x) = n·x
         rewrite!("sum-bcast"; "(sum ?a (bcast ?a ?n ?x))" => "(scale (dimscalar ?n) ?x)"),
         // Σ over the one-hot axis of onehot(y) = 1
-        rewrite!("sum-onehot"; "(sum ?a (onehot ?d ?y))" => { FillLike { like: "?y", value: 1.0 } }),
+        rewrite!("sum-onehot"; "(sum ?a (onehot ?d ?y))" => { FillLike { like: "?y", value: 1.0 } } if axis_is_rank("?a", "?y")),
         // bcast(−x) = −bcast(x)
         rewrite!("bcast-neg"; "(bcast ?a ?n (neg ?x))" => "(neg (bcast ?a ?n ?x))"),
         // bcast(c·x) = c·bcast(x)
@@ -53,7 +53,7 @@ pub const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ("sum-mul-bcast", &[("?a", "1"), ("?n", "d:N"), ("?x", "M,N"), ("?s", "M")]),
     ("sum-bcast-mul", &[("?a", "2"), ("?n", "d:N"), ("?x", "B,M,N"), ("?s", "B,M")]),
     ("sum-bcast", &[("?a", "0"), ("?n", "d:N"), ("?x", "M")]),
-    ("sum-onehot", &[("?a", "1"), ("?d", "d:V"), ("?y", "index:M")]),
+    ("sum-onehot", &[("?a", "2"), ("?d", "d:V"), ("?y", "index:B,M")]),
     ("bcast-neg", &[("?a", "1"), ("?n", "d:N"), ("?x", "M")]),
     ("bcast-scale", &[("?a", "1"), ("?n", "d:N"), ("?c", "s:3"), ("?x", "M")]),
     ("bcast-div", &[("?a", "1"), ("?n", "d:N"), ("?x", "M"), ("?y", "positive:M")]),
