@@ -7,9 +7,11 @@
 adjoint::model! {
     /// A GPT-2 style pre-LN decoder, the benchmark model of `shared/peers/WORKLOAD.md`:
     /// learned positions, causal multi-head attention, a GELU MLP, tied embeddings and
-    /// mean cross-entropy. Weights are `[in, out]` (y = x W + b).
+    /// mean cross-entropy. Weights are `[in, out]` (y = x W + b). The sizes after `dims`
+    /// are representative (the `small` workload), for the simplifier's cost model; the
+    /// generated code runs at any sizes.
     model Gpt {
-        dims B, T, D, H, F, V, L;
+        dims B = 8, T = 128, D = 256, H = 4, F = 1024, V = 2048, L = 4;
         dim N = B * T;
 
         input tokens: index[B, T];

@@ -4,14 +4,19 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::driver::{Compiled, compile_with_source};
+use crate::driver::{Compiled, Settings, compile_with};
 use crate::frontend::render_errors;
 
 /// Parses and compiles model text; errors are rendered `file:line:col: error: ...`.
 pub fn compile_text(text: &str, file: &str) -> Result<Compiled, String> {
+    compile_text_with(text, file, &Settings::default())
+}
+
+/// [`compile_text`] with explicit settings.
+pub fn compile_text_with(text: &str, file: &str, settings: &Settings) -> Result<Compiled, String> {
     let tokens: proc_macro2::TokenStream =
         text.parse().map_err(|e: proc_macro2::LexError| format!("{file}: cannot tokenize: {e}"))?;
-    compile_with_source(tokens, text).map_err(|errors| render_errors(&errors, file))
+    compile_with(tokens, text, settings).map_err(|errors| render_errors(&errors, file))
 }
 
 /// The generated module as formatted Rust source.

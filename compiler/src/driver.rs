@@ -16,13 +16,42 @@ pub struct Compiled {
     pub reports: Vec<egraph::Report>,
 }
 
+/// How to compile: whether to simplify, at which representative sizes (overriding the
+/// model's `dims T = 128`), within which limits.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub simplify: bool,
+    pub sizes: std::collections::BTreeMap<String, i64>,
+    pub limits: egraph::Limits,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { simplify: true, sizes: Default::default(), limits: egraph::Limits::default() }
+    }
+}
+
 /// Compiles model text; `source` is kept in the generated module as `SOURCE`.
 pub fn compile_with_source(tokens: TokenStream, source: &str) -> Result<Compiled, Vec<syn::Error>> {
+    compile_with(tokens, source, &Settings::default())
+}
+
+/// Compiles model text with explicit settings (the `adjoint` tool's options).
+pub fn compile_with(
+    tokens: TokenStream,
+    source: &str,
+    settings: &Settings,
+) -> Result<Compiled, Vec<syn::Error>> {
     let model = frontend::parse_model(tokens.clone())?;
     let mut program = frontend::lower_model(tokens, &Mode::Staged)?;
-    let reports = program.simplify(&egraph::Limits::default()).map_err(|e| {
-        vec![syn::Error::new(model.name.span(), format!("simplifying the derivation: {}", e.message))]
-    })?;
+    program.sizes.extend(settings.sizes.iter().map(|(k, v)| (k.clone(), *v)));
+    let reports = if settings.simplify {
+        program.simplify(&settings.limits).map_err(|e| {
+            vec![syn::Error::new(model.name.span(), format!("simplifying the derivation: {}", e.message))]
+        })?
+    } else {
+        Vec::new()
+    };
     let code = backend::generate(&program, source, &model.docs);
     Ok(Compiled { program, code, reports })
 }

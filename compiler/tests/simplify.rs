@@ -240,6 +240,18 @@ fn g_matmul_chains_take_the_dynamic_programming_order() {
             s.report
         );
     }
+    // One chain shown: (A₀·A₁)·A₂ with a thin middle is re-associated.
+    let mut g = Graph::new();
+    let a0 = g.data("A", shape(&["M", "K"])).unwrap();
+    let a1 = g.data("B", shape(&["K", "M"])).unwrap();
+    let a2 = g.data("C", shape(&["M", "K"])).unwrap();
+    let ab = g.matmul(a0, a1).unwrap();
+    let abc = g.matmul(ab, a2).unwrap();
+    let (before, after, _) =
+        simplify(&g, &[("Y", abc)], &[("M", 4), ("K", 2)], &[], &[], &[("M", 512), ("K", 8)]);
+    assert_eq!(before.trim(), "Y = A·B·C");
+    assert_eq!(after.trim(), "Y = A·(B·C)");
+    insta::assert_snapshot!(after);
 }
 
 #[test]

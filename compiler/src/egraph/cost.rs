@@ -46,57 +46,74 @@ impl Sizes {
     }
 }
 
-/// The cost of `node` in `egraph`.
+/// The cost of `node` in `egraph`: FLOPs plus bytes.
 pub fn node_cost(egraph: &Graph, sizes: &Sizes, node: &Tensor) -> f64 {
-    let Tensor::Op(kind, children) = node else { return 0.0 };
+    let (flops, bytes) = node_parts(egraph, sizes, node);
+    flops + bytes
+}
+
+const NEVER: (f64, f64) = (f64::INFINITY, 0.0);
+
+/// `(FLOPs, bytes)` of `node` in `egraph`.
+pub fn node_parts(egraph: &Graph, sizes: &Sizes, node: &Tensor) -> (f64, f64) {
+    let Tensor::Op(kind, children) = node else { return (0.0, 0.0) };
     if kind.is_attr_op() {
-        return f64::INFINITY; // the folded leaf in the same class is free
+        return NEVER; // the folded leaf in the same class is free
     }
     let n = kind.attrs();
     let attrs: Option<Vec<&Leaf>> = children[..n].iter().map(|&c| egraph[c].data.leaf.as_ref()).collect();
-    let Some(op) = attrs.and_then(|a| to_op(*kind, &a)) else { return f64::INFINITY };
+    let Some(op) = attrs.and_then(|a| to_op(*kind, &a)) else { return NEVER };
     let ins: Option<Vec<&ValueType>> = children[n..].iter().map(|&c| egraph[c].data.ty.as_ref()).collect();
-    let Some(ins) = ins else { return f64::INFINITY };
-    let Ok(out) = op.infer(&ins) else { return f64::INFINITY };
+    let Some(ins) = ins else { return NEVER };
+    let Ok(out) = op.infer(&ins) else { return NEVER };
     let out_n = sizes.numel(&out.shape);
     let in_n: f64 = ins.iter().map(|t| sizes.numel(&t.shape)).sum();
     let bytes = |elements: f64| 4.0 * elements;
     match kind {
-        Kind::Fill | Kind::Reshape | Kind::Broadcast | Kind::Concat | Kind::Slice | Kind::StopGrad => 0.0,
+        Kind::Fill | Kind::Reshape | Kind::Broadcast | Kind::Concat | Kind::Slice | Kind::StopGrad => {
+            (0.0, 0.0)
+        }
         Kind::Permute => match &egraph[children[0]].data.leaf {
-            Some(Leaf::Perm(p)) if swaps_last_two(p) => 0.0,
-            _ => bytes(2.0 * out_n),
+            Some(Leaf::Perm(p)) if swaps_last_two(p) => (0.0, 0.0),
+            _ => (0.0, bytes(2.0 * out_n)),
         },
         Kind::Matmul => {
             let a = &ins[0].shape.0;
             let k = sizes.dim(&a[a.len() - 1]);
-            2.0 * out_n * k + bytes(in_n + out_n)
+            (2.0 * out_n * k, bytes(in_n + out_n))
         }
         // A negative factor costs as much as a positive one; the extra unit only breaks
         // ties toward `(P − Y)/N` over `−(Y − P)/N`, for readable formulas.
         Kind::Scale if matches!(&egraph[children[0]].data.leaf, Some(Leaf::Scalar(c)) if c.coef < 0.0) => {
-            1.0 + out_n.max(in_n) + bytes(in_n + out_n)
+            (1.0 + out_n.max(in_n), bytes(in_n + out_n))
         }
         Kind::Exp | Kind::Log | Kind::Tanh | Kind::Sqrt | Kind::Gelu | Kind::GeluGrad => {
-            4.0 * out_n + bytes(in_n + out_n)
+            (4.0 * out_n, bytes(in_n + out_n))
         }
-        _ => out_n.max(in_n) + bytes(in_n + out_n),
+        _ => (out_n.max(in_n), bytes(in_n + out_n)),
     }
 }
 
 /// The total cost of the DAG `choice` selects under `roots`, each class counted once;
 /// infinite if the choice is cyclic or leaves a needed class out.
 pub fn dag_cost(egraph: &Graph, sizes: &Sizes, choice: &BTreeMap<Id, Tensor>, roots: &[Id]) -> f64 {
+    let (flops, bytes) = dag_parts(egraph, sizes, choice, roots);
+    flops + bytes
+}
+
+/// `(FLOPs, bytes)` of the DAG `choice` selects under `roots` (see [`dag_cost`]).
+pub fn dag_parts(egraph: &Graph, sizes: &Sizes, choice: &BTreeMap<Id, Tensor>, roots: &[Id]) -> (f64, f64) {
+    const NONE: (f64, f64) = (f64::INFINITY, f64::INFINITY);
     // Iterative DFS with colours: 1 on the stack, 2 done.
     let mut colour: BTreeMap<Id, u8> = BTreeMap::new();
-    let mut total = 0.0;
+    let (mut flops, mut bytes) = (0.0, 0.0);
     for &root in roots {
         // An output that is a bare transpose has no GEMM to absorb it: it is a copy.
         if let Some(node @ Tensor::Op(Kind::Permute, _)) = choice.get(&egraph.find(root))
             && let Some(ty) = &egraph[egraph.find(root)].data.ty
             && node_cost(egraph, sizes, node) == 0.0
         {
-            total += 8.0 * sizes.numel(&ty.shape);
+            bytes += 8.0 * sizes.numel(&ty.shape);
         }
         let mut stack: Vec<(Id, bool)> = vec![(egraph.find(root), false)];
         while let Some((c, leaving)) = stack.pop() {
@@ -106,7 +123,7 @@ pub fn dag_cost(egraph: &Graph, sizes: &Sizes, choice: &BTreeMap<Id, Tensor>, ro
             }
             match colour.get(&c) {
                 Some(2) => continue,
-                Some(_) => return f64::INFINITY,
+                Some(_) => return NONE,
                 None => {}
             }
             let Some(node) = choice.get(&c) else {
@@ -114,20 +131,22 @@ pub fn dag_cost(egraph: &Graph, sizes: &Sizes, choice: &BTreeMap<Id, Tensor>, ro
                     colour.insert(c, 2);
                     continue; // an attribute: free
                 }
-                return f64::INFINITY;
+                return NONE;
             };
             colour.insert(c, 1);
-            total += node_cost(egraph, sizes, node);
+            let (f, b) = node_parts(egraph, sizes, node);
+            flops += f;
+            bytes += b;
             stack.push((c, true));
             for &k in node.children() {
                 let k = egraph.find(k);
                 match colour.get(&k) {
-                    Some(1) => return f64::INFINITY,
+                    Some(1) => return NONE,
                     Some(_) => {}
                     None => stack.push((k, false)),
                 }
             }
         }
     }
-    total
+    (flops, bytes)
 }

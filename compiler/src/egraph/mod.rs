@@ -19,7 +19,7 @@ pub mod rules;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use egg::{Id, Language as _, Runner, StopReason};
+use egg::{Id, Language as _, RecExpr, Runner, StopReason};
 
 use crate::error::{Result, bail};
 use crate::ir::{Graph, ValueId};
@@ -53,8 +53,13 @@ pub struct Options {
 /// What a simplification did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
+    /// FLOPs plus bytes (the objective), before and after.
     pub cost_before: f64,
     pub cost_after: f64,
+    pub flops_before: f64,
+    pub flops_after: f64,
+    pub bytes_before: f64,
+    pub bytes_after: f64,
     pub nodes_before: usize,
     pub nodes_after: usize,
     pub enodes: usize,
@@ -73,9 +78,11 @@ impl std::fmt::Display for Report {
             if self.cost_before > 0.0 { 100.0 * (1.0 - self.cost_after / self.cost_before) } else { 0.0 };
         write!(
             f,
-            "cost {:.4e} → {:.4e} ({pct:.1}% less); nodes {} → {}; e-graph {} nodes in {} classes after {} iterations ({}); {:.1} ms",
-            self.cost_before,
-            self.cost_after,
+            "FLOPs {:.4e} → {:.4e}, bytes {:.4e} → {:.4e} (cost {pct:.1}% less); nodes {} → {}; e-graph {} nodes in {} classes after {} iterations ({}); {:.1} ms",
+            self.flops_before,
+            self.flops_after,
+            self.bytes_before,
+            self.bytes_after,
             self.nodes_before,
             self.nodes_after,
             self.enodes,
@@ -172,9 +179,20 @@ fn build(
     Ok(v)
 }
 
-/// Simplifies `graph` keeping `outputs` (the loss, gradients, saved values).
-pub fn simplify(graph: &Graph, outputs: &[ValueId], options: &Options) -> Result<Simplified> {
-    let started = Instant::now();
+/// An e-graph grown from a graph by the rule phases.
+struct Saturated {
+    egraph: EGraph,
+    classes: BTreeMap<ValueId, Id>,
+    roots: Vec<Id>,
+    /// The input graph's own node per class.
+    original: BTreeMap<Id, Tensor>,
+    cost_before: f64,
+    iterations: usize,
+    stop: String,
+    applied: BTreeMap<String, usize>,
+}
+
+fn saturate(graph: &Graph, outputs: &[ValueId], options: &Options) -> Result<Saturated> {
     let mut egraph = EGraph::new(Typing);
     if options.explain {
         egraph = egraph.with_explanations_enabled();
@@ -187,7 +205,6 @@ pub fn simplify(graph: &Graph, outputs: &[ValueId], options: &Options) -> Result
         bail!("simplify: an input node is missing from the e-graph")
     };
     let cost_before = cost::dag_cost(&egraph, &options.sizes, &original, &roots);
-
     let mut iterations = 0;
     let mut applied: BTreeMap<String, usize> = BTreeMap::new();
     let mut stop = String::from("saturated");
@@ -199,25 +216,6 @@ pub fn simplify(graph: &Graph, outputs: &[ValueId], options: &Options) -> Result
             .with_time_limit(options.limits.time)
             .run(&phase.rules);
         iterations += runner.iterations.len();
-        if std::env::var("ADJOINT_EGRAPH_DEBUG").is_ok() {
-            let mut per: BTreeMap<String, usize> = BTreeMap::new();
-            for it in &runner.iterations {
-                for (rule, n) in &it.applied {
-                    *per.entry(rule.to_string()).or_default() += n;
-                }
-            }
-            let mut top: Vec<_> = per.into_iter().collect();
-            top.sort_by_key(|x| std::cmp::Reverse(x.1));
-            top.truncate(6);
-            eprintln!(
-                "phase {}: {} iterations, {} nodes, {:?}, {:?}",
-                phase.name,
-                runner.iterations.len(),
-                runner.egraph.total_number_of_nodes(),
-                runner.stop_reason,
-                top
-            );
-        }
         for it in &runner.iterations {
             for (rule, n) in &it.applied {
                 *applied.entry(rule.to_string()).or_default() += n;
@@ -232,35 +230,109 @@ pub fn simplify(graph: &Graph, outputs: &[ValueId], options: &Options) -> Result
         }
         egraph = runner.egraph;
     }
-    let roots: Vec<Id> = roots.iter().map(|&r| egraph.find(r)).collect();
-    let extracted = extract::extract(&egraph, &options.sizes, &roots);
-    let cost_extracted = cost::dag_cost(&egraph, &options.sizes, &extracted, &roots);
-    let original: BTreeMap<Id, Tensor> =
+    let roots = roots.iter().map(|&r| egraph.find(r)).collect();
+    let original =
         original.into_iter().map(|(c, n)| (egraph.find(c), n.map_children(|k| egraph.find(k)))).collect();
-    let (choice, cost_after) =
-        if cost_extracted <= cost_before { (extracted, cost_extracted) } else { (original, cost_before) };
+    Ok(Saturated { egraph, classes, roots, original, cost_before, iterations, stop, applied })
+}
 
+/// Simplifies `graph` keeping `outputs` (the loss, gradients, saved values).
+pub fn simplify(graph: &Graph, outputs: &[ValueId], options: &Options) -> Result<Simplified> {
+    let started = Instant::now();
+    let sat = saturate(graph, outputs, options)?;
+    let (choice, cost_after) = best_choice(&sat, options);
     // Names: the first named input value in each class.
     let mut names: BTreeMap<Id, String> = BTreeMap::new();
-    for (v, &c) in &classes {
+    for (v, &c) in &sat.classes {
         if let Some(name) = graph.node(*v).name.as_ref() {
-            names.entry(egraph.find(c)).or_insert_with(|| name.clone());
+            names.entry(sat.egraph.find(c)).or_insert_with(|| name.clone());
         }
     }
-    let (out_graph, out_ids) = from_choice(&egraph, &choice, &roots, &names, graph)?;
+    let (out_graph, out_ids) = from_choice(&sat.egraph, &choice, &sat.roots, &names, graph)?;
+    let (flops_before, bytes_before) =
+        cost::dag_parts(&sat.egraph, &options.sizes, &sat.original, &sat.roots);
+    let (flops_after, bytes_after) = cost::dag_parts(&sat.egraph, &options.sizes, &choice, &sat.roots);
     let report = Report {
-        cost_before,
+        cost_before: sat.cost_before,
         cost_after,
+        flops_before,
+        flops_after,
+        bytes_before,
+        bytes_after,
         nodes_before: graph.ancestors(outputs).iter().filter(|&&b| b).count(),
         nodes_after: out_graph.len(),
-        enodes: egraph.total_number_of_nodes(),
-        eclasses: egraph.number_of_classes(),
-        iterations,
-        stop,
+        enodes: sat.egraph.total_number_of_nodes(),
+        eclasses: sat.egraph.number_of_classes(),
+        iterations: sat.iterations,
+        stop: sat.stop,
         time: started.elapsed(),
-        applied,
+        applied: sat.applied,
     };
     Ok(Simplified { graph: out_graph, outputs: out_ids, report })
+}
+
+/// The extracted choice, or the input's own if extraction did not beat it.
+fn best_choice(sat: &Saturated, options: &Options) -> (BTreeMap<Id, Tensor>, f64) {
+    let extracted = extract::extract(&sat.egraph, &options.sizes, &sat.roots);
+    let cost = cost::dag_cost(&sat.egraph, &options.sizes, &extracted, &sat.roots);
+    if cost <= sat.cost_before { (extracted, cost) } else { (sat.original.clone(), sat.cost_before) }
+}
+
+/// egg's explanation of why output `which` of `graph` equals its simplified form: the
+/// chain of rewrites, one step per line, between the two terms.
+pub fn explain(graph: &Graph, outputs: &[ValueId], which: usize, options: &Options) -> Result<String> {
+    let options = Options { explain: true, ..options.clone() };
+    let mut sat = saturate(graph, outputs, &options)?;
+    let (choice, _) = best_choice(&sat, &options);
+    let Some(&root) = sat.roots.get(which) else { bail!("explain: there is no output {which}") };
+    let derived = term_of_graph(graph, outputs[which]);
+    let mut simplified = RecExpr::default();
+    term_of_choice(&sat.egraph, &choice, root, &mut simplified, &mut BTreeMap::new());
+    let mut explanation = sat.egraph.explain_equivalence(&derived, &simplified);
+    Ok(explanation.get_flat_string())
+}
+
+/// The term computing `v` in `graph`.
+fn term_of_graph(graph: &Graph, v: ValueId) -> RecExpr<Tensor> {
+    let mut expr = RecExpr::default();
+    let mut ids: BTreeMap<ValueId, Id> = BTreeMap::new();
+    let live = graph.ancestors(&[v]);
+    for u in graph.ids().filter(|u| live[u.index()]) {
+        let node = graph.node(u);
+        let id = match split(&node.op) {
+            Err(leaf) => expr.add(Tensor::Leaf(leaf)),
+            Ok((kind, attrs)) => {
+                let mut children: Vec<Id> = attrs.into_iter().map(|a| expr.add(Tensor::Leaf(a))).collect();
+                children.extend(node.inputs.iter().map(|i| ids[i]));
+                expr.add(Tensor::Op(kind, children))
+            }
+        };
+        ids.insert(u, id);
+    }
+    expr
+}
+
+/// The term `choice` selects for `class` (attribute classes as their leaves).
+fn term_of_choice(
+    egraph: &EGraph,
+    choice: &BTreeMap<Id, Tensor>,
+    class: Id,
+    expr: &mut RecExpr<Tensor>,
+    done: &mut BTreeMap<Id, Id>,
+) -> Id {
+    let class = egraph.find(class);
+    if let Some(&id) = done.get(&class) {
+        return id;
+    }
+    let node = match (choice.get(&class), &egraph[class].data.leaf) {
+        (Some(n), _) => n.clone(),
+        (None, Some(leaf)) => Tensor::Leaf(leaf.clone()),
+        (None, None) => egraph[class].nodes[0].clone(),
+    };
+    let node = node.map_children(|k| term_of_choice(egraph, choice, k, expr, done));
+    let id = expr.add(node);
+    done.insert(class, id);
+    id
 }
 
 /// The e-node each input value became, per class.
