@@ -285,3 +285,18 @@ fn f_qkv_products_share_one_matmul() {
     assert!(after.contains("= Xᵀ·[dQ | dK | dV]") && after.contains("∂L/∂W_k = M[1: D..2*D]"), "{after}");
     insta::assert_snapshot!(after);
 }
+
+#[test]
+fn the_same_model_text_gives_the_same_formulas_and_code() {
+    let text = include_str!("../../tests/models/gpt.adj");
+    let once = |_| {
+        let c = adjoint_compiler::build::compile_text(text, "gpt.adj").unwrap();
+        (
+            adjoint_compiler::build::rust_source(&c).unwrap(),
+            c.reports.iter().map(|r| r.cost_after).sum::<f64>(),
+        )
+    };
+    let (a, b) = (once(0), once(1));
+    assert!(a.0 == b.0, "generated code differs between two compilations");
+    assert_eq!(a.1, b.1);
+}

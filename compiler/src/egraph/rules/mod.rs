@@ -1,4 +1,5 @@
-//! The rewrite rules, one file per op family, each rule under a one-line comment
+//! The rewrite rules, one file per op family (transpose, scalar, masks, elementwise,
+//! reduce and broadcast, matmul, concat), each rule under a one-line comment
 //! stating its identity. Rules are directional; where both directions of an identity
 //! are present, the comment says why. Conditions read the analysis (types, attribute
 //! values, constants) through the helpers below; `FillLike` builds a constant shaped
@@ -9,6 +10,7 @@
 
 pub mod concat;
 pub mod elementwise;
+pub mod masks;
 pub mod matmul;
 pub mod reduce;
 pub mod scalar;
@@ -86,6 +88,7 @@ fn algebra() -> Vec<Rule> {
     let mut r = Vec::new();
     r.extend(transpose::rules());
     r.extend(scalar::rules());
+    r.extend(masks::rules());
     r.extend(elementwise::rules());
     r.extend(reduce::rules());
     r.extend(matmul::rules());
@@ -97,6 +100,7 @@ pub fn examples() -> Vec<(&'static str, &'static [(&'static str, &'static str)])
     let mut e = Vec::new();
     e.extend_from_slice(transpose::EXAMPLES);
     e.extend_from_slice(scalar::EXAMPLES);
+    e.extend_from_slice(masks::EXAMPLES);
     e.extend_from_slice(elementwise::EXAMPLES);
     e.extend_from_slice(reduce::EXAMPLES);
     e.extend_from_slice(matmul::EXAMPLES);
