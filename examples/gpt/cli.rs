@@ -1,5 +1,6 @@
 //! The `gpt` example's subcommands: `grads` (for an outside gradient checker),
-//! `formulas`, and `generate` (sampling from a `train_gpt` checkpoint).
+//! `formulas`, `bench` (the workload's training step) and `generate` (sampling from a
+//! `train_gpt` checkpoint).
 
 use adjoint::tensorfile::TensorFile;
 use adjoint_examples::train::checkpoint;
@@ -36,6 +37,25 @@ enum Command {
         #[arg(long)]
         latex: bool,
     },
+    /// The training-step benchmark of shared/peers/WORKLOAD.md (forward, backward, SGD
+    /// lr 1e-3), reported like workload.py's report().
+    Bench {
+        /// tiny, small or gpt2
+        #[arg(long, default_value = "tiny")]
+        config: String,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Parameters from make_case.py (else adjoint's seeded initialisation)
+        #[arg(long)]
+        params: Option<String>,
+        /// tokens/targets from make_case.py (else a seeded random batch)
+        #[arg(long)]
+        batch: Option<String>,
+    },
     /// Text sampled from a train_gpt checkpoint.
     Generate {
         #[arg(long, default_value = "target/train_gpt/checkpoint.safetensors")]
@@ -64,6 +84,9 @@ pub fn run(args: Args) -> Res<()> {
                 adjoint_examples::say!("## {name}\n{}", if latex { tex } else { uni });
             }
             Ok(())
+        }
+        Command::Bench { config, steps, warmup, seed, params, batch } => {
+            crate::bench::run(&crate::bench::Options { config, steps, warmup, seed, params, batch })
         }
         Command::Generate { checkpoint: path, prompt, tokens, temperature, top_k, seed } => {
             let (_, params) = checkpoint::load_model(&path)?;

@@ -4,11 +4,13 @@
 //! ```text
 //! cargo run --release --example gpt -- grads --heads H --params P.safetensors --batch X.safetensors --out G.safetensors
 //! cargo run --release --example gpt -- formulas [--latex]
+//! cargo run --release --example gpt -- bench --config tiny|small|gpt2 --steps N
 //! cargo run --release --example gpt -- generate --checkpoint C --prompt "..." [--temperature 0.8 --top-k 20 --seed 0]
 //! ```
 //!
 //! The model itself is `examples/model.rs`.
 
+mod bench;
 mod cli;
 
 use adjoint_examples::model::gpt;

@@ -1,0 +1,146 @@
+//! `gpt bench`: the training-step benchmark of `shared/peers/WORKLOAD.md`, printing the
+//! same report lines as `workload.py`'s `report()` so the two compare line by line,
+//! plus this process's SGEMM rate measured in the same run.
+//!
+//! A step is forward, backward and an SGD update (lr 1e-3), on the config's sizes. The
+//! initialisation is adjoint's seeded one (the distributions of `workload.py`, not
+//! numpy's numbers); `--params`/`--batch` take `make_case.py`'s files instead, for
+//! identical starting points.
+
+use std::time::Instant;
+
+use adjoint::init::Rng;
+use adjoint::ndarray::ArrayD;
+use adjoint::optim::{Method, Optimizer};
+use adjoint::tensorfile::TensorFile;
+
+use crate::gpt;
+
+type Res<T> = Result<T, String>;
+
+/// `workload.py`'s CONFIGS: (name, B, T, d, H, F, L, V).
+const CONFIGS: &[(&str, [usize; 7])] = &[
+    ("tiny", [4, 32, 64, 2, 256, 2, 256]),
+    ("small", [8, 128, 256, 4, 1024, 4, 2048]),
+    ("gpt2", [4, 64, 768, 12, 3072, 12, 50257]),
+];
+
+const LR: f32 = 1e-3;
+
+pub struct Options {
+    pub config: String,
+    pub steps: usize,
+    pub warmup: usize,
+    pub seed: u64,
+    pub params: Option<String>,
+    pub batch: Option<String>,
+}
+
+pub fn run(o: &Options) -> Res<()> {
+    let Some(&(name, [b, t, d, h, f, l, v])) = CONFIGS.iter().find(|c| c.0 == o.config) else {
+        let names: Vec<&str> = CONFIGS.iter().map(|c| c.0).collect();
+        return Err(format!("unknown config `{}`; one of {}", o.config, names.join(", ")));
+    };
+    if o.steps == 0 {
+        return Err("--steps must be at least 1".into());
+    }
+    let sizes = gpt::Sizes { T: t, D: d, H: h, F: f, V: v, L: l };
+    let mut params = match &o.params {
+        Some(path) => {
+            let mut file = TensorFile::read(path).map_err(|e| e.to_string())?;
+            let want = gpt::Params::shapes(&sizes).map_err(|e| e.to_string())?;
+            let tensors = file.take(&want, true).map_err(|e| format!("{path}: {e}"))?;
+            gpt::Params::from_named(tensors, &sizes).map_err(|e| e.to_string())?
+        }
+        None => gpt::Params::init(&sizes, o.seed).map_err(|e| e.to_string())?,
+    };
+    let (tokens, targets) = match &o.batch {
+        Some(path) => {
+            let mut file = TensorFile::read(path).map_err(|e| e.to_string())?;
+            let get = |f: &mut TensorFile, k: &str| f.ints.remove(k).ok_or(format!("{path}: no `{k}`"));
+            (get(&mut file, "tokens")?, get(&mut file, "targets")?)
+        }
+        None => {
+            // Next tokens of one random stream, as `make_batch` draws them.
+            let mut rng = Rng::new(o.seed + 1_000_003);
+            let stream: Vec<i32> = (0..b * (t + 1)).map(|_| (rng.next_u64() % v as u64) as i32).collect();
+            let at = |shift: usize| {
+                ArrayD::from_shape_fn(vec![b, t], |ix| stream[ix[0] * (t + 1) + ix[1] + shift])
+            };
+            (at(0), at(1))
+        }
+    };
+    let inputs = gpt::Inputs { tokens: tokens.view(), targets: targets.view() };
+    let mut grads = gpt::Params::zeros(&sizes).map_err(|e| e.to_string())?;
+    let mut sgd = Optimizer::new(Method::Sgd);
+    let (mut times, mut losses) = (Vec::new(), Vec::new());
+    for i in 0..o.warmup + o.steps {
+        let started = Instant::now();
+        let loss = gpt::grads(&params, &inputs, &mut grads).map_err(|e| e.to_string())?;
+        sgd.update(LR, params.named_mut(), &grads.named()).map_err(|e| e.to_string())?;
+        let elapsed = started.elapsed().as_secs_f64();
+        if i >= o.warmup {
+            times.push(elapsed);
+            losses.push(loss);
+        }
+    }
+    let flops = train_flops(b, t, d, f, l, v);
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = if sorted.len() % 2 == 1 {
+        sorted[sorted.len() / 2]
+    } else {
+        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
+    };
+    let step_gflops = flops / median / 1e9;
+    // `workload.py`'s report(), field for field.
+    adjoint_examples::say!("impl=adjoint config={name} threads=1 steps={} B={b} T={t}", times.len());
+    adjoint_examples::say!(
+        "median_ms={:.3} min_ms={:.3} tokens_per_s={:.1} gflops={:.2} peak_rss_mib={:.1} loss_first={:.5} loss_last={:.5}",
+        median * 1e3,
+        sorted[0] * 1e3,
+        (b * t) as f64 / median,
+        step_gflops,
+        peak_rss_mib(),
+        losses[0],
+        losses[losses.len() - 1]
+    );
+    let sgemm = sgemm_gflops()?;
+    adjoint_examples::say!(
+        "sgemm_gflops={sgemm:.2} (adjoint::ops::matmul, 1024x1024x1024, 1 thread) step_pct_of_sgemm={:.1}",
+        100.0 * step_gflops / sgemm
+    );
+    Ok(())
+}
+
+/// `workload.py`'s train_flops: B·T·(6·N_mm + 12·L·T·d).
+fn train_flops(b: usize, t: usize, d: usize, f: usize, l: usize, v: usize) -> f64 {
+    let n_mm = l * (4 * d * d + 2 * d * f) + v * d;
+    (b * t) as f64 * (6.0 * n_mm as f64 + 12.0 * (l * t * d) as f64)
+}
+
+/// The best of five 1024³ products through the runtime's matmul, in GFLOP/s.
+fn sgemm_gflops() -> Res<f64> {
+    let n = 1024;
+    let mut rng = Rng::new(5);
+    let a = adjoint::init::normal(&mut rng, &[n, n], 0.0, 1.0);
+    let b = adjoint::init::normal(&mut rng, &[n, n], 0.0, 1.0);
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let c = adjoint::ops::matmul(&a, &b).map_err(|e| e.to_string())?;
+        best = best.min(started.elapsed().as_secs_f64());
+        std::hint::black_box(c);
+    }
+    Ok(2.0 * (n * n * n) as f64 / best / 1e9)
+}
+
+/// The process's peak resident set (VmHWM), as `ru_maxrss` reports it, in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
