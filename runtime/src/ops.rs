@@ -40,13 +40,17 @@ pub fn matmul(a: &Real, b: &Real) -> Result<Real> {
     out_shape.extend([m, n]);
     let (batch, k) = (a.shape()[..ra - 2].iter().product::<usize>(), a.shape()[ra - 1]);
     let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
-    let a3 = a.view().into_shape_with_order((batch, m, k)).map_err(shape_err("matmul"))?;
-    let b3 = b.view().into_shape_with_order((batch, k, n)).map_err(shape_err("matmul"))?;
-    let mut out = ndarray::Array3::<f32>::zeros((batch, m, n));
+    let (Some(a), Some(b)) = (a.as_slice(), b.as_slice()) else {
+        bail!("matmul: operands are not contiguous")
+    };
+    // Written in place by the GEMM, batch by batch: no temporary per product.
+    let mut out = vec![0f32; batch * m * n];
     for i in 0..batch {
-        out.index_axis_mut(Axis(0), i).assign(&a3.index_axis(Axis(0), i).dot(&b3.index_axis(Axis(0), i)));
+        let left = crate::gemm::MatRef::row_major(&a[i * m * k..(i + 1) * m * k], m, k);
+        let right = crate::gemm::MatRef::row_major(&b[i * k * n..(i + 1) * k * n], k, n);
+        crate::gemm::sgemm(left, right, &mut out[i * m * n..(i + 1) * m * n])?;
     }
-    out.into_shape_with_order(IxDyn(&out_shape)).map_err(shape_err("matmul"))
+    ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(shape_err("matmul"))
 }
 
 fn shape_err(op: &'static str) -> impl Fn(ndarray::ShapeError) -> Error {

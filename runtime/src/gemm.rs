@@ -1,0 +1,226 @@
+//! Single-precision matrix products, `C = A·B`, on strided matrix views.
+//!
+//! The product runs in `matrixmultiply`'s packed kernels (AVX-512, AVX2+FMA or
+//! portable, chosen once at run time by that crate); on this machine's workload shapes
+//! they measured fastest single-threaded among the candidates
+//! (`cargo run --release --example gemm_bench`, BENCHMARKS.md). Operand strides are
+//! passed through, so a transposed view (column stride ≠ 1) needs no copy. Every view is
+//! checked against its slice before the call: a bad view is an `Err`, never an
+//! out-of-bounds read.
+
+use crate::error::{Result, bail};
+
+/// A `rows × cols` matrix in `data`: element `(i, j)` at `i·row_stride + j·col_stride`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major matrix.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> MatRef<'a> {
+        MatRef { data, rows, cols, row_stride: cols, col_stride: 1 }
+    }
+
+    /// The same elements read as the transpose (no copy).
+    pub fn t(self) -> MatRef<'a> {
+        MatRef {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Whether every element the view names lies in `data`, and the strides fit `isize`.
+    fn check(&self, what: &str) -> Result<()> {
+        if self.rows == 0 || self.cols == 0 {
+            return Ok(());
+        }
+        let last = (self.rows - 1)
+            .checked_mul(self.row_stride)
+            .and_then(|r| (self.cols - 1).checked_mul(self.col_stride).and_then(|c| r.checked_add(c)));
+        match last {
+            Some(last)
+                if last < self.data.len()
+                    && self.row_stride <= isize::MAX as usize
+                    && self.col_stride <= isize::MAX as usize =>
+            {
+                Ok(())
+            }
+            _ => bail!(
+                "gemm: {what} view {}×{} with strides ({}, {}) does not fit its {} elements",
+                self.rows,
+                self.cols,
+                self.row_stride,
+                self.col_stride,
+                self.data.len()
+            ),
+        }
+    }
+}
+
+/// `c = a·b`, `c` row-major `a.rows × b.cols` (overwritten).
+pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32]) -> Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k {
+        bail!("gemm: {m}×{k} · {}×{n} do not multiply", b.rows);
+    }
+    if c.len() != m * n {
+        bail!("gemm: the output has {} elements, not {m}×{n}", c.len());
+    }
+    a.check("left")?;
+    b.check("right")?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return Ok(());
+    }
+    // SAFETY: `check` proved that every element the two views address lies inside their
+    // slices and that the strides fit `isize`; `c` is an exclusive borrow of exactly
+    // m·n elements addressed row-major (row stride n, column stride 1), and cannot
+    // alias `a` or `b` (shared borrows). With beta = 0, `c` is only written.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.data.as_ptr(),
+            a.row_stride as isize,
+            a.col_stride as isize,
+            b.data.as_ptr(),
+            b.row_stride as isize,
+            b.col_stride as isize,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+    Ok(())
+}
+
+/// The same product through the `gemm` crate with `threads` threads (a benchmark
+/// candidate; see `gemm_bench`).
+#[cfg(feature = "gemm-candidates")]
+pub fn gemm_crate(a: MatRef, b: MatRef, c: &mut [f32], threads: usize) -> Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k || c.len() != m * n {
+        bail!("gemm: {m}×{k} · {}×{n} into {} elements", b.rows, c.len());
+    }
+    a.check("left")?;
+    b.check("right")?;
+    if m == 0 || n == 0 || k == 0 {
+        c.fill(0.0);
+        return Ok(());
+    }
+    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: as in `sgemm`: both views are checked against their slices, `c` is an
+    // exclusive, non-aliased m×n row-major buffer (column stride 1, row stride n), and
+    // with `read_dst` false it is only written.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: MatRef, b: MatRef) -> Vec<f32> {
+        let mut c = vec![0f32; a.rows * b.cols];
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                let mut s = 0f64;
+                for p in 0..a.cols {
+                    s += f64::from(a.data[i * a.row_stride + p * a.col_stride])
+                        * f64::from(b.data[p * b.row_stride + j * b.col_stride]);
+                }
+                c[i * b.cols + j] = s as f32;
+            }
+        }
+        c
+    }
+
+    fn data(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i + seed) * 7919) % 997) as f32 / 997.0 - 0.5).collect()
+    }
+
+    #[test]
+    fn odd_sizes_and_transposed_views_match_the_naive_product() {
+        for &(m, k, n) in
+            &[(1, 1, 1), (1, 7, 1), (3, 5, 2), (17, 13, 31), (33, 64, 9), (65, 17, 129), (2, 300, 3)]
+        {
+            let (a, b) = (data(m * k, 1), data(k * n, 2));
+            let (av, bv) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+            // Transposed storage read through transposed views: the same matrices.
+            let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+            let bt: Vec<f32> = (0..n * k).map(|x| b[(x % k) * n + x / k]).collect();
+            let (atv, btv) = (MatRef::row_major(&at, k, m).t(), MatRef::row_major(&bt, n, k).t());
+            let want = naive(av, bv);
+            for (x, y) in [(av, bv), (atv, bv), (av, btv), (atv, btv)] {
+                let mut c = vec![f32::NAN; m * n];
+                sgemm(x, y, &mut c).unwrap();
+                for (p, q) in c.iter().zip(&want) {
+                    assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "{m}×{k}×{n}: {p} vs {q}");
+                }
+                #[cfg(feature = "gemm-candidates")]
+                for threads in [1, 2] {
+                    let mut c = vec![f32::NAN; m * n];
+                    gemm_crate(x, y, &mut c, threads).unwrap();
+                    for (p, q) in c.iter().zip(&want) {
+                        assert!(
+                            (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                            "gemm crate {m}×{k}×{n}: {p} vs {q}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn empty_products_and_bad_views() {
+        let z: [f32; 0] = [];
+        let mut c = vec![f32::NAN; 6];
+        sgemm(MatRef::row_major(&z, 2, 0), MatRef::row_major(&z, 0, 3), &mut c).unwrap();
+        assert!(c.iter().all(|&v| v == 0.0), "k = 0 gives zeros");
+        let a = [1f32; 4];
+        let too_short = MatRef { data: &a, rows: 2, cols: 3, row_stride: 3, col_stride: 1 };
+        let e = sgemm(too_short, MatRef::row_major(&[1.0; 3], 3, 1), &mut [0.0; 2]).unwrap_err();
+        assert!(e.message.contains("does not fit"), "{e}");
+        let huge = MatRef { data: &a, rows: 2, cols: 2, row_stride: usize::MAX, col_stride: 1 };
+        assert!(sgemm(huge, MatRef::row_major(&a, 2, 2), &mut [0.0; 4]).is_err());
+        assert!(sgemm(MatRef::row_major(&a, 2, 2), MatRef::row_major(&a, 1, 4), &mut [0.0; 8]).is_err());
+        assert!(sgemm(MatRef::row_major(&a, 2, 2), MatRef::row_major(&a, 2, 2), &mut [0.0; 3]).is_err());
+    }
+}
