@@ -42,7 +42,9 @@ fn measure(flops: f64, mut f: impl FnMut() -> adjoint::Result<()>) -> adjoint::R
 }
 
 fn main() -> adjoint::Result<()> {
-    println!("| M x K x N | shape | adjoint (matrixmultiply) 1t | gemm crate 1t | gemm crate 2t |");
+    println!(
+        "| M x K x N | shape | adjoint::gemm::sgemm (matrixmultiply kernels, split over the pool) | gemm crate 1t | gemm crate 2t |"
+    );
     println!("|---|---|---|---|---|");
     for &(m, k, n, what) in SHAPES {
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();

@@ -94,7 +94,8 @@ pub fn run(o: &Options) -> Res<()> {
     };
     let step_gflops = flops / median / 1e9;
     // `workload.py`'s report(), field for field.
-    adjoint_examples::say!("impl=adjoint config={name} threads=1 steps={} B={b} T={t}", times.len());
+    let threads = adjoint::gemm::threads();
+    adjoint_examples::say!("impl=adjoint config={name} threads={threads} steps={} B={b} T={t}", times.len());
     adjoint_examples::say!(
         "median_ms={:.3} min_ms={:.3} tokens_per_s={:.1} gflops={:.2} peak_rss_mib={:.1} loss_first={:.5} loss_last={:.5}",
         median * 1e3,
@@ -107,7 +108,7 @@ pub fn run(o: &Options) -> Res<()> {
     );
     let sgemm = sgemm_gflops()?;
     adjoint_examples::say!(
-        "sgemm_gflops={sgemm:.2} (adjoint::ops::matmul, 1024x1024x1024, 1 thread) step_pct_of_sgemm={:.1}",
+        "sgemm_gflops={sgemm:.2} (adjoint::ops::matmul, 1024x1024x1024, {threads} threads) step_pct_of_sgemm={:.1}",
         100.0 * step_gflops / sgemm
     );
     Ok(())
