@@ -75,6 +75,13 @@ const PARALLEL_MIN_WORK: usize = 1 << 24;
 /// rows of `c` across rayon's persistent pool; each element is still one dot product
 /// in the same order, so the result does not depend on the thread count.
 pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32]) -> Result<()> {
+    check_product(a, b, c)?;
+    split(a, b, c, rayon::current_num_threads());
+    Ok(())
+}
+
+/// The shapes agree and both views fit their slices.
+fn check_product(a: MatRef, b: MatRef, c: &[f32]) -> Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if b.rows != k {
         bail!("gemm: {m}×{k} · {}×{n} do not multiply", b.rows);
@@ -83,9 +90,7 @@ pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32]) -> Result<()> {
         bail!("gemm: the output has {} elements, not {m}×{n}", c.len());
     }
     a.check("left")?;
-    b.check("right")?;
-    split(a, b, c, rayon::current_num_threads());
-    Ok(())
+    b.check("right")
 }
 
 /// The threads large products are split over (elementwise kernels run on one).
@@ -149,12 +154,8 @@ fn sgemm_one(a: MatRef, b: MatRef, c: &mut [f32]) {
 /// candidate; see `gemm_bench`).
 #[cfg(feature = "gemm-candidates")]
 pub fn gemm_crate(a: MatRef, b: MatRef, c: &mut [f32], threads: usize) -> Result<()> {
+    check_product(a, b, c)?;
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.rows != k || c.len() != m * n {
-        bail!("gemm: {m}×{k} · {}×{n} into {} elements", b.rows, c.len());
-    }
-    a.check("left")?;
-    b.check("right")?;
     if m == 0 || n == 0 || k == 0 {
         c.fill(0.0);
         return Ok(());

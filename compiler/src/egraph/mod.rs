@@ -106,18 +106,30 @@ pub fn to_egraph(graph: &Graph, egraph: &mut EGraph, outputs: &[ValueId]) -> BTr
     let live = graph.ancestors(outputs);
     let mut ids = BTreeMap::new();
     for v in graph.ids().filter(|v| live[v.index()]) {
-        let node = graph.node(v);
-        let id = match split(&node.op) {
-            Err(leaf) => egraph.add(Tensor::Leaf(leaf)),
-            Ok((kind, attrs)) => {
-                let mut children: Vec<Id> = attrs.into_iter().map(|a| egraph.add(Tensor::Leaf(a))).collect();
-                children.extend(node.inputs.iter().map(|i| ids[i]));
-                egraph.add(Tensor::Op(kind, children))
-            }
-        };
-        ids.insert(v, id);
+        let node = enode(graph, v, |leaf| Some(egraph.add(leaf)), |i| ids[&i]).expect("adding never fails");
+        ids.insert(v, egraph.add(node));
     }
     ids
+}
+
+/// The e-node of graph value `v`: its attribute leaves interned by `leaf` (`None` if
+/// one is missing), its operands by `operand`.
+fn enode(
+    graph: &Graph,
+    v: ValueId,
+    mut leaf: impl FnMut(Tensor) -> Option<Id>,
+    operand: impl Fn(ValueId) -> Id,
+) -> Option<Tensor> {
+    let node = graph.node(v);
+    Some(match split(&node.op) {
+        Err(input) => Tensor::Leaf(input),
+        Ok((kind, attrs)) => {
+            let mut children: Vec<Id> =
+                attrs.into_iter().map(|a| leaf(Tensor::Leaf(a))).collect::<Option<_>>()?;
+            children.extend(node.inputs.iter().map(|&i| operand(i)));
+            Tensor::Op(kind, children)
+        }
+    })
 }
 
 /// Builds the graph that `choice` selects under `roots`; values take the names of the
@@ -298,16 +310,8 @@ fn term_of_graph(graph: &Graph, v: ValueId) -> RecExpr<Tensor> {
     let mut ids: BTreeMap<ValueId, Id> = BTreeMap::new();
     let live = graph.ancestors(&[v]);
     for u in graph.ids().filter(|u| live[u.index()]) {
-        let node = graph.node(u);
-        let id = match split(&node.op) {
-            Err(leaf) => expr.add(Tensor::Leaf(leaf)),
-            Ok((kind, attrs)) => {
-                let mut children: Vec<Id> = attrs.into_iter().map(|a| expr.add(Tensor::Leaf(a))).collect();
-                children.extend(node.inputs.iter().map(|i| ids[i]));
-                expr.add(Tensor::Op(kind, children))
-            }
-        };
-        ids.insert(u, id);
+        let node = enode(graph, u, |leaf| Some(expr.add(leaf)), |i| ids[&i]).expect("adding never fails");
+        ids.insert(u, expr.add(node));
     }
     expr
 }
@@ -343,15 +347,7 @@ fn input_choice(
 ) -> Option<BTreeMap<Id, Tensor>> {
     let mut out = BTreeMap::new();
     for (&v, &c) in classes {
-        let node = match split(&graph.node(v).op) {
-            Err(leaf) => Tensor::Leaf(leaf),
-            Ok((kind, attrs)) => {
-                let mut children: Vec<Id> =
-                    attrs.into_iter().map(|a| egraph.lookup(Tensor::Leaf(a))).collect::<Option<_>>()?;
-                children.extend(graph.node(v).inputs.iter().map(|i| classes[i]));
-                Tensor::Op(kind, children)
-            }
-        };
+        let node = enode(graph, v, |leaf| egraph.lookup(leaf), |i| classes[&i])?;
         out.insert(egraph.find(c), node);
     }
     Some(out)

@@ -200,10 +200,7 @@ impl Applier<Tensor, Typing> for FillAs {
         rule: Symbol,
     ) -> Vec<Id> {
         let Some(ty) = egraph[eclass].data.ty.clone() else { return vec![] };
-        let value = subst[var(self.value)];
-        let shape = egraph.add(Tensor::Leaf(Leaf::Shape(ty.shape)));
-        let fill = egraph.add(Tensor::Op(Kind::Fill, vec![value, shape]));
-        if egraph.union_trusted(eclass, fill, rule) { vec![eclass] } else { vec![] }
+        union_fill(egraph, eclass, subst[var(self.value)], ty.shape, rule)
     }
 }
 
@@ -224,8 +221,13 @@ impl Applier<Tensor, Typing> for FillLike {
     ) -> Vec<Id> {
         let Some(ty) = egraph[subst[var(self.like)]].data.ty.clone() else { return vec![] };
         let value = egraph.add(Tensor::Leaf(Leaf::Scalar(Scalar::num(self.value))));
-        let shape = egraph.add(Tensor::Leaf(Leaf::Shape(ty.shape)));
-        let fill = egraph.add(Tensor::Op(Kind::Fill, vec![value, shape]));
-        if egraph.union_trusted(eclass, fill, rule) { vec![eclass] } else { vec![] }
+        union_fill(egraph, eclass, value, ty.shape, rule)
     }
+}
+
+/// Puts `fill(value, shape)` into `eclass`; the classes changed.
+fn union_fill(egraph: &mut Graph, eclass: Id, value: Id, shape: crate::ir::Shape, rule: Symbol) -> Vec<Id> {
+    let shape = egraph.add(Tensor::Leaf(Leaf::Shape(shape)));
+    let fill = egraph.add(Tensor::Op(Kind::Fill, vec![value, shape]));
+    if egraph.union_trusted(eclass, fill, rule) { vec![eclass] } else { vec![] }
 }
