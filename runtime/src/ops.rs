@@ -156,7 +156,31 @@ pub fn log(a: &Real) -> Real {
     a.mapv(f32::ln)
 }
 pub fn tanh(a: &Real) -> Real {
-    a.mapv(f32::tanh)
+    a.mapv(fast_tanh)
+}
+
+/// `tanh` as a rational function of degree 13/6 on [−7.9, 7.9] (the odd-polynomial form
+/// Eigen uses), clamped beyond: no branches, so loops over it vectorise, and several
+/// times faster than libm's `tanhf`. Error within 5e-7 absolute (a few f32 ulps; tested
+/// against f64), and it is exactly odd and saturates at ±1.
+pub fn fast_tanh(x: f32) -> f32 {
+    const CLAMP: f32 = 7.905_311;
+    const A: [f32; 7] = [
+        4.893_524_6e-3,
+        6.372_619_3e-4,
+        1.485_722_4e-5,
+        5.122_297e-8,
+        -8.604_672e-11,
+        2.000_188e-13,
+        -2.760_768_5e-16,
+    ];
+    const B: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
+    let x = x.clamp(-CLAMP, CLAMP);
+    let x2 = x * x;
+    // Plain multiply-adds: `mul_add` is a libm call on targets built without FMA.
+    let p = ((((((A[6] * x2 + A[5]) * x2 + A[4]) * x2 + A[3]) * x2 + A[2]) * x2 + A[1]) * x2) + A[0];
+    let q = ((B[3] * x2 + B[2]) * x2 + B[1]) * x2 + B[0];
+    x * p / q
 }
 pub fn sqrt(a: &Real) -> Real {
     a.mapv(f32::sqrt)
@@ -171,13 +195,13 @@ pub fn step(a: &Real) -> Real {
 /// GELU, tanh form: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
 pub fn gelu(a: &Real) -> Real {
     let k = (2.0 / std::f32::consts::PI).sqrt();
-    a.mapv(|x| 0.5 * x * (1.0 + (k * (x + GELU_C * x * x * x)).tanh()))
+    a.mapv(|x| 0.5 * x * (1.0 + fast_tanh(k * (x + GELU_C * x * x * x))))
 }
 /// GELU's derivative.
 pub fn gelu_grad(a: &Real) -> Real {
     let k = (2.0 / std::f32::consts::PI).sqrt();
     a.mapv(|x| {
-        let t = (k * (x + GELU_C * x * x * x)).tanh();
+        let t = fast_tanh(k * (x + GELU_C * x * x * x));
         0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * GELU_C * x * x)
     })
 }
@@ -308,5 +332,29 @@ pub fn scalar(a: &Real) -> Result<f32> {
     match a.iter().next() {
         Some(&v) if a.len() == 1 => Ok(v),
         _ => bail!("expected a scalar, got shape {:?}", a.shape()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_tanh_is_accurate_odd_and_saturating() {
+        let mut worst = 0f64;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4; // [-20, 20]
+            let err = (f64::from(fast_tanh(x)) - f64::from(x).tanh()).abs();
+            worst = worst.max(err);
+            assert_eq!(fast_tanh(-x), -fast_tanh(x));
+        }
+        assert!(worst < 5e-7, "worst absolute error {worst:e}");
+        for x in [1e-30f32, 1e-8, 1e-4] {
+            let rel = (f64::from(fast_tanh(x)) / f64::from(x).tanh() - 1.0).abs();
+            assert!(rel < 1e-6, "relative error {rel:e} at {x}");
+        }
+        assert!(fast_tanh(f32::INFINITY) <= 1.0 && fast_tanh(f32::INFINITY) > 0.999_999);
+        assert!(fast_tanh(1e4) <= 1.0 && fast_tanh(-1e4) >= -1.0);
+        assert!(fast_tanh(f32::NAN).is_nan());
     }
 }
