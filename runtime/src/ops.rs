@@ -65,7 +65,20 @@ pub fn permute<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> Result<ArrayD<T>> {
     {
         bail!("permute: {perm:?} is not a permutation of {} axes", a.ndim());
     }
-    Ok(a.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned())
+    let view = a.view().permuted_axes(IxDyn(perm));
+    let n = perm.len();
+    if n >= 2
+        && perm[n - 1] == n - 1
+        && a.shape()[n - 1] > 1
+        && let Some(first) = a.first()
+    {
+        // The last axis stays last (splitting or merging attention heads): copy whole
+        // rows, not one strided element at a time.
+        let mut out = ArrayD::from_elem(view.raw_dim(), first.clone());
+        Zip::from(out.rows_mut()).and(view.rows()).for_each(|mut o, i| o.assign(&i));
+        return Ok(out);
+    }
+    Ok(view.as_standard_layout().into_owned())
 }
 
 pub fn reshape<T: Clone>(a: &ArrayD<T>, shape: &[usize]) -> Result<ArrayD<T>> {
@@ -356,5 +369,20 @@ mod tests {
         assert!(fast_tanh(f32::INFINITY) <= 1.0 && fast_tanh(f32::INFINITY) > 0.999_999);
         assert!(fast_tanh(1e4) <= 1.0 && fast_tanh(-1e4) >= -1.0);
         assert!(fast_tanh(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn permute_fast_and_general_paths_agree() {
+        let a = ArrayD::from_shape_fn(IxDyn(&[2, 3, 4, 5]), |ix| {
+            (ix[0] * 1000 + ix[1] * 100 + ix[2] * 10 + ix[3]) as f32
+        });
+        for perm in [[0, 2, 1, 3], [2, 1, 0, 3], [0, 1, 3, 2], [3, 2, 1, 0]] {
+            let got = permute(&a, &perm).unwrap();
+            let want = a.view().permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned();
+            assert_eq!(got, want, "{perm:?}");
+            assert!(got.is_standard_layout());
+        }
+        let empty = ArrayD::<f32>::zeros(IxDyn(&[2, 0, 3]));
+        assert_eq!(permute(&empty, &[1, 0, 2]).unwrap().shape(), &[0, 2, 3]);
     }
 }
