@@ -138,112 +138,72 @@ fn open(path: &Path) -> Res<(TensorFile, Option<Config>, Vec<String>)> {
 }
 
 fn config_of(file: &TensorFile, problems: &mut Vec<String>) -> Option<Config> {
-    let mut get = |key: &str| -> Option<String> {
-        match file.metadata.get(key) {
-            Some(v) => Some(v.clone()),
-            None => {
-                problems.push(format!("metadata `{key}` is missing"));
-                None
-            }
-        }
-    };
-    let raw: Vec<Option<String>> = [
-        "d_model",
-        "heads",
-        "d_ff",
-        "layers",
-        "context",
-        "batch",
-        "steps",
-        "seed",
-        "optimizer",
-        "lr",
-        "min_lr_ratio",
-        "warmup",
-        "weight_decay",
-        "beta1",
-        "beta2",
-        "clip",
-        "eval_batches",
-    ]
-    .iter()
-    .map(|k| get(k))
-    .collect();
-    let mut bad = Vec::new();
-    let mut num = |i: usize, key: &str| -> u64 {
-        let v = raw[i].as_deref().and_then(|s| s.parse().ok());
-        if raw[i].is_some() && v.is_none() {
-            bad.push(format!(
-                "metadata `{key}` = `{}` is not a whole number",
-                raw[i].as_deref().unwrap_or("")
-            ));
-        }
-        v.unwrap_or(0)
-    };
-    let (d_model, heads, d_ff, layers, context, batch) = (
-        num(0, "d_model") as usize,
-        num(1, "heads") as usize,
-        num(2, "d_ff") as usize,
-        num(3, "layers") as usize,
-        num(4, "context") as usize,
-        num(5, "batch") as usize,
-    );
-    let (steps, seed, warmup, eval_batches) =
-        (num(6, "steps"), num(7, "seed"), num(11, "warmup"), num(16, "eval_batches") as usize);
-    let mut real = |i: usize, key: &str| -> f32 {
-        let v = raw[i].as_deref().and_then(|s| s.parse().ok());
-        if raw[i].is_some() && v.is_none() {
-            bad.push(format!("metadata `{key}` = `{}` is not a number", raw[i].as_deref().unwrap_or("")));
-        }
-        v.unwrap_or(0.0)
-    };
-    let (lr, min_lr_ratio, weight_decay, beta1, beta2, clip) = (
-        real(9, "lr"),
-        real(10, "min_lr_ratio"),
-        real(12, "weight_decay"),
-        real(13, "beta1"),
-        real(14, "beta2"),
-        real(15, "clip"),
-    );
-    let optimizer = match raw[8].as_deref() {
-        Some("sgd") => OptimizerKind::Sgd,
-        Some("adamw") => OptimizerKind::AdamW,
+    // Every field is read before any is required, so all problems are reported.
+    let mut r = Reader { meta: &file.metadata, problems };
+    const WHOLE: &str = "a whole number";
+    const REAL: &str = "a number";
+    let (d_model, heads, d_ff, layers) =
+        (r.get("d_model", WHOLE), r.get("heads", WHOLE), r.get("d_ff", WHOLE), r.get("layers", WHOLE));
+    let (context, batch, steps, seed) =
+        (r.get("context", WHOLE), r.get("batch", WHOLE), r.get("steps", WHOLE), r.get("seed", WHOLE));
+    let optimizer = match r.get::<String>("optimizer", "text").as_deref() {
+        Some("sgd") => Some(OptimizerKind::Sgd),
+        Some("adamw") => Some(OptimizerKind::AdamW),
         Some(other) => {
-            bad.push(format!("metadata `optimizer` = `{other}` is not `sgd` or `adamw`"));
-            OptimizerKind::Sgd
+            r.problems.push(format!("metadata `optimizer` = `{other}` is not `sgd` or `adamw`"));
+            None
         }
-        None => OptimizerKind::Sgd,
+        None => None,
     };
-    let complete = raw.iter().all(Option::is_some) && bad.is_empty();
-    problems.extend(bad);
+    let (lr, min_lr_ratio, warmup) = (r.get("lr", REAL), r.get("min_lr_ratio", REAL), r.get("warmup", WHOLE));
+    let (weight_decay, beta1, beta2) =
+        (r.get("weight_decay", REAL), r.get("beta1", REAL), r.get("beta2", REAL));
+    let (clip, eval_batches) = (r.get("clip", REAL), r.get("eval_batches", WHOLE));
     let config = Config {
-        d_model,
-        heads,
-        d_ff,
-        layers,
-        context,
-        batch,
-        steps,
-        seed,
-        optimizer,
-        lr,
-        min_lr_ratio,
-        warmup,
-        weight_decay,
-        beta1,
-        beta2,
-        clip,
-        eval_batches,
+        d_model: d_model?,
+        heads: heads?,
+        d_ff: d_ff?,
+        layers: layers?,
+        context: context?,
+        batch: batch?,
+        steps: steps?,
+        seed: seed?,
+        optimizer: optimizer?,
+        lr: lr?,
+        min_lr_ratio: min_lr_ratio?,
+        warmup: warmup?,
+        weight_decay: weight_decay?,
+        beta1: beta1?,
+        beta2: beta2?,
+        clip: clip?,
+        eval_batches: eval_batches?,
     };
-    if !complete {
-        return None;
-    }
     match config.check() {
         Ok(()) => Some(config),
         Err(e) => {
             problems.push(format!("the stored configuration is invalid: {e}"));
             None
         }
+    }
+}
+
+/// Reads metadata entries, noting each missing or malformed one.
+struct Reader<'a> {
+    meta: &'a BTreeMap<String, String>,
+    problems: &'a mut Vec<String>,
+}
+
+impl Reader<'_> {
+    fn get<T: std::str::FromStr>(&mut self, key: &str, what: &str) -> Option<T> {
+        let Some(text) = self.meta.get(key) else {
+            self.problems.push(format!("metadata `{key}` is missing"));
+            return None;
+        };
+        let value = text.parse().ok();
+        if value.is_none() {
+            self.problems.push(format!("metadata `{key}` = `{text}` is not {what}"));
+        }
+        value
     }
 }
 

@@ -5,7 +5,7 @@
 
 use egg::rewrite;
 
-use super::{FillLike, Rule, constant_is};
+use super::{Fill, Rule, constant_is};
 
 pub fn rules() -> Vec<Rule> {
     vec![
@@ -14,7 +14,7 @@ pub fn rules() -> Vec<Rule> {
         // 0 + x = x
         rewrite!("zero-add"; "(add ?z ?x)" => "?x" if constant_is("?z", 0.0)),
         // x − x = 0
-        rewrite!("sub-self"; "(sub ?x ?x)" => { FillLike { like: "?x", value: 0.0 } }),
+        rewrite!("sub-self"; "(sub ?x ?x)" => { Fill::like("?x", 0.0) }),
         // 0 ⊘ y = 0
         rewrite!("zero-div"; "(div ?z ?y)" => "?z" if constant_is("?z", 0.0)),
         // x ⊙ (y ⊘ z) = (x ⊙ y) ⊘ z
@@ -24,9 +24,9 @@ pub fn rules() -> Vec<Rule> {
         // 0 − x = −x
         rewrite!("zero-sub"; "(sub ?z ?x)" => "(neg ?x)" if constant_is("?z", 0.0)),
         // x ⊙ 0 = 0
-        rewrite!("mul-zero"; "(mul ?x ?z)" => { FillLike { like: "?x", value: 0.0 } } if constant_is("?z", 0.0)),
+        rewrite!("mul-zero"; "(mul ?x ?z)" => { Fill::like("?x", 0.0) } if constant_is("?z", 0.0)),
         // 0 ⊙ x = 0
-        rewrite!("zero-mul"; "(mul ?z ?x)" => { FillLike { like: "?x", value: 0.0 } } if constant_is("?z", 0.0)),
+        rewrite!("zero-mul"; "(mul ?z ?x)" => { Fill::like("?x", 0.0) } if constant_is("?z", 0.0)),
         // x ⊙ 1 = x
         rewrite!("mul-one"; "(mul ?x ?o)" => "?x" if constant_is("?o", 1.0)),
         // 1 ⊙ x = x

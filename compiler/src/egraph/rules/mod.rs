@@ -2,7 +2,7 @@
 //! reduce and broadcast, matmul, concat), each rule under a one-line comment
 //! stating its identity. Rules are directional; where both directions of an identity
 //! are present, the comment says why. Conditions read the analysis (types, attribute
-//! values, constants) through the helpers below; `FillLike` builds a constant shaped
+//! values, constants) through the helpers below; `Fill` builds a constant shaped
 //! like a matched value.
 //!
 //! Every rule has an example binding in its family's `EXAMPLES` table, from which the
@@ -160,14 +160,6 @@ pub fn axis_is_rank(a: &'static str, y: &'static str) -> impl Fn(&mut Graph, Id,
     }
 }
 
-/// `?x` and `?y` have the same type (so an elementwise op of them is well formed).
-pub fn same_type(x: &'static str, y: &'static str) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
-    move |g, _, s| {
-        let (a, b) = (&g[s[var(x)]].data.ty, &g[s[var(y)]].data.ty);
-        a.is_some() && a == b
-    }
-}
-
 /// A masking with fill `?f` commutes with scaling by `?c`: the fill is 0, or it is
 /// infinite and `?c` positive.
 pub fn mask_commutes(f: &'static str, c: &'static str) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
@@ -184,13 +176,27 @@ pub fn negative(v: &'static str) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
     move |g, _, s| matches!(leaf(g, s, v), Some(Leaf::Scalar(c)) if c.coef < 0.0)
 }
 
-/// Applies the constant scalar `?value` shaped like the matched class
-/// (`bcast(fill(c)) → fill(c)` at the bigger shape).
-pub struct FillAs {
-    pub value: &'static str,
+/// Applies a constant `fill`: its value a number or a matched scalar, its shape that
+/// of a matched value or of the matched class itself.
+pub struct Fill {
+    value: Result<f64, &'static str>,
+    like: Option<&'static str>,
 }
 
-impl Applier<Tensor, Typing> for FillAs {
+impl Fill {
+    /// `value` everywhere, shaped like `?like` (`x ⊙ 0 → 0`).
+    pub fn like(like: &'static str, value: f64) -> Fill {
+        Fill { value: Ok(value), like: Some(like) }
+    }
+
+    /// The scalar `?value` everywhere, shaped like the matched class
+    /// (`bcast(fill(c)) → fill(c)` at the bigger shape).
+    pub fn of(value: &'static str) -> Fill {
+        Fill { value: Err(value), like: None }
+    }
+}
+
+impl Applier<Tensor, Typing> for Fill {
     fn apply_one(
         &self,
         egraph: &mut Graph,
@@ -199,35 +205,14 @@ impl Applier<Tensor, Typing> for FillAs {
         _ast: Option<&PatternAst<Tensor>>,
         rule: Symbol,
     ) -> Vec<Id> {
-        let Some(ty) = egraph[eclass].data.ty.clone() else { return vec![] };
-        union_fill(egraph, eclass, subst[var(self.value)], ty.shape, rule)
+        let shaped_like = self.like.map_or(eclass, |v| subst[var(v)]);
+        let Some(ty) = egraph[shaped_like].data.ty.clone() else { return vec![] };
+        let value = match self.value {
+            Ok(v) => egraph.add(Tensor::Leaf(Leaf::Scalar(Scalar::num(v)))),
+            Err(v) => subst[var(v)],
+        };
+        let shape = egraph.add(Tensor::Leaf(Leaf::Shape(ty.shape)));
+        let fill = egraph.add(Tensor::Op(Kind::Fill, vec![value, shape]));
+        if egraph.union_trusted(eclass, fill, rule) { vec![eclass] } else { vec![] }
     }
-}
-
-/// Applies a constant `value` shaped like `?like` (`x ⊙ 0 → 0`).
-pub struct FillLike {
-    pub like: &'static str,
-    pub value: f64,
-}
-
-impl Applier<Tensor, Typing> for FillLike {
-    fn apply_one(
-        &self,
-        egraph: &mut Graph,
-        eclass: Id,
-        subst: &Subst,
-        _ast: Option<&PatternAst<Tensor>>,
-        rule: Symbol,
-    ) -> Vec<Id> {
-        let Some(ty) = egraph[subst[var(self.like)]].data.ty.clone() else { return vec![] };
-        let value = egraph.add(Tensor::Leaf(Leaf::Scalar(Scalar::num(self.value))));
-        union_fill(egraph, eclass, value, ty.shape, rule)
-    }
-}
-
-/// Puts `fill(value, shape)` into `eclass`; the classes changed.
-fn union_fill(egraph: &mut Graph, eclass: Id, value: Id, shape: crate::ir::Shape, rule: Symbol) -> Vec<Id> {
-    let shape = egraph.add(Tensor::Leaf(Leaf::Shape(shape)));
-    let fill = egraph.add(Tensor::Op(Kind::Fill, vec![value, shape]));
-    if egraph.union_trusted(eclass, fill, rule) { vec![eclass] } else { vec![] }
 }

@@ -4,7 +4,7 @@
 
 use egg::rewrite;
 
-use super::{FillLike, Rule, axis_is_rank};
+use super::{Fill, Rule, axis_is_rank};
 
 pub fn rules() -> Vec<Rule> {
     vec![
@@ -27,7 +27,7 @@ pub fn rules() -> Vec<Rule> {
         // Σₐ bcastₐ(n, x) = n·x
         rewrite!("sum-bcast"; "(sum ?a (bcast ?a ?n ?x))" => "(scale (dimscalar ?n) ?x)"),
         // Σ over the one-hot axis of onehot(y) = 1
-        rewrite!("sum-onehot"; "(sum ?a (onehot ?d ?y))" => { FillLike { like: "?y", value: 1.0 } } if axis_is_rank("?a", "?y")),
+        rewrite!("sum-onehot"; "(sum ?a (onehot ?d ?y))" => { Fill::like("?y", 1.0) } if axis_is_rank("?a", "?y")),
         // bcast(−x) = −bcast(x)
         rewrite!("bcast-neg"; "(bcast ?a ?n (neg ?x))" => "(neg (bcast ?a ?n ?x))"),
         // bcast(c·x) = c·bcast(x)

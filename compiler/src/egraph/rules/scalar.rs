@@ -4,7 +4,7 @@
 
 use egg::rewrite;
 
-use super::{FillAs, Rule, negative, not_constant, scalar_is};
+use super::{Fill, Rule, negative, not_constant, scalar_is};
 
 pub fn rules() -> Vec<Rule> {
     vec![
@@ -29,7 +29,7 @@ pub fn rules() -> Vec<Rule> {
         // −fill(c) = fill(−c)
         rewrite!("neg-fill"; "(neg (fill ?c ?s))" => "(fill (smul s:-1 ?c) ?s)"),
         // bcast(fill(c)) = fill(c), at the broadcast shape
-        rewrite!("bcast-fill"; "(bcast ?a ?n (fill ?c ?s))" => { FillAs { value: "?c" } }),
+        rewrite!("bcast-fill"; "(bcast ?a ?n (fill ?c ?s))" => { Fill::of("?c") }),
         // fill(c) ⊙ x = c·x, for x not a constant (constants fold by the rules above; 0 ⊙ x by mul-zero)
         rewrite!("fill-mul"; "(mul (fill ?c ?s) ?x)" => "(scale ?c ?x)" if not_constant("?x")),
         // x ⊙ fill(c) = c·x, likewise
