@@ -93,6 +93,7 @@ extern crate self as adjoint;
 
 pub mod dims;
 pub mod error;
+pub mod fused;
 pub mod gemm;
 pub mod init;
 pub mod ops;

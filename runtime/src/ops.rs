@@ -27,27 +27,47 @@ fn same_shape(op: &str, a: &Real, b: &Real) -> Result<()> {
 
 /// `[.., m, k] · [.., k, n]`, batched over equal leading axes.
 pub fn matmul(a: &Real, b: &Real) -> Result<Real> {
+    matmul_t(a, false, b, false)
+}
+
+/// `op(a) · op(b)`, batched over equal leading axes, where `op` swaps the last two axes
+/// when its flag is set: the GEMM reads a transposed operand through its strides, so
+/// `xᵀ·y` costs no copy of `x`.
+pub fn matmul_t(a: &Real, ta: bool, b: &Real, tb: bool) -> Result<Real> {
     let (ra, rb) = (a.ndim(), b.ndim());
-    if ra < 2
-        || ra != rb
-        || a.shape()[..ra - 2] != b.shape()[..rb - 2]
-        || a.shape()[ra - 1] != b.shape()[rb - 2]
-    {
-        bail!("matmul: shapes {:?} and {:?} do not multiply", a.shape(), b.shape());
+    let dims = |t: &Real, tr: bool| {
+        let n = t.ndim();
+        if tr { (t.shape()[n - 1], t.shape()[n - 2]) } else { (t.shape()[n - 2], t.shape()[n - 1]) }
+    };
+    if ra < 2 || ra != rb || a.shape()[..ra - 2] != b.shape()[..rb - 2] || dims(a, ta).1 != dims(b, tb).0 {
+        bail!(
+            "matmul: shapes {:?}{} and {:?}{} do not multiply",
+            a.shape(),
+            if ta { "ᵀ" } else { "" },
+            b.shape(),
+            if tb { "ᵀ" } else { "" }
+        );
     }
-    let (m, n) = (a.shape()[ra - 2], b.shape()[rb - 1]);
+    let ((m, k), (_, n)) = (dims(a, ta), dims(b, tb));
     let mut out_shape = a.shape()[..ra - 2].to_vec();
     out_shape.extend([m, n]);
-    let (batch, k) = (a.shape()[..ra - 2].iter().product::<usize>(), a.shape()[ra - 1]);
+    let batch = a.shape()[..ra - 2].iter().product::<usize>();
     let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
     let (Some(a), Some(b)) = (a.as_slice(), b.as_slice()) else {
         bail!("matmul: operands are not contiguous")
     };
+    let view = |data, rows, cols, tr: bool| {
+        if tr {
+            crate::gemm::MatRef::row_major(data, cols, rows).t()
+        } else {
+            crate::gemm::MatRef::row_major(data, rows, cols)
+        }
+    };
     // Written in place by the GEMM, batch by batch: no temporary per product.
     let mut out = vec![0f32; batch * m * n];
     for i in 0..batch {
-        let left = crate::gemm::MatRef::row_major(&a[i * m * k..(i + 1) * m * k], m, k);
-        let right = crate::gemm::MatRef::row_major(&b[i * k * n..(i + 1) * k * n], k, n);
+        let left = view(&a[i * m * k..(i + 1) * m * k], m, k, ta);
+        let right = view(&b[i * k * n..(i + 1) * k * n], k, n, tb);
         crate::gemm::sgemm(left, right, &mut out[i * m * n..(i + 1) * m * n])?;
     }
     ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(shape_err("matmul"))
@@ -176,6 +196,7 @@ pub fn tanh(a: &Real) -> Real {
 /// Eigen uses), clamped beyond: no branches, so loops over it vectorise, and several
 /// times faster than libm's `tanhf`. Error within 5e-7 absolute (a few f32 ulps; tested
 /// against f64), and it is exactly odd and saturates at ±1.
+#[inline]
 pub fn fast_tanh(x: f32) -> f32 {
     const CLAMP: f32 = 7.905_311;
     const A: [f32; 7] = [
@@ -207,16 +228,24 @@ pub fn step(a: &Real) -> Real {
 }
 /// GELU, tanh form: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
 pub fn gelu(a: &Real) -> Real {
-    let k = (2.0 / std::f32::consts::PI).sqrt();
-    a.mapv(|x| 0.5 * x * (1.0 + fast_tanh(k * (x + GELU_C * x * x * x))))
+    a.mapv(gelu_scalar)
 }
 /// GELU's derivative.
 pub fn gelu_grad(a: &Real) -> Real {
+    a.mapv(gelu_grad_scalar)
+}
+/// GELU of one value.
+#[inline]
+pub fn gelu_scalar(x: f32) -> f32 {
     let k = (2.0 / std::f32::consts::PI).sqrt();
-    a.mapv(|x| {
-        let t = fast_tanh(k * (x + GELU_C * x * x * x));
-        0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * GELU_C * x * x)
-    })
+    0.5 * x * (1.0 + fast_tanh(k * (x + GELU_C * x * x * x)))
+}
+/// GELU's derivative at one value.
+#[inline]
+pub fn gelu_grad_scalar(x: f32) -> f32 {
+    let k = (2.0 / std::f32::consts::PI).sqrt();
+    let t = fast_tanh(k * (x + GELU_C * x * x * x));
+    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * GELU_C * x * x)
 }
 
 pub fn sum(a: &Real, axis: usize) -> Result<Real> {

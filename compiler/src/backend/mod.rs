@@ -10,6 +10,8 @@ pub mod emit;
 pub use formulas::param_formulas;
 pub mod formulas;
 mod items;
+mod loops;
+pub mod schedule;
 mod stage;
 
 use proc_macro2::TokenStream;

@@ -12,8 +12,10 @@ use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
 use super::emit::{Emit, field};
+use super::loops;
+use super::schedule::{self, Item, Schedule};
 use crate::ir::{DType, Graph, ValueId};
-use crate::ops::{Op, Source};
+use crate::ops::{IndexOp, Op, Source};
 use crate::program::{Program, Scope, Stage};
 
 /// How generated code refers to a stage's names.
@@ -81,31 +83,35 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
     let mut grad_roots: Vec<ValueId> = back.param_grads.iter().map(|x| x.1).collect();
     grad_roots.extend(back.carry_grad);
     let all = g.ancestors(&grad_roots);
-    let backward_ids: Vec<ValueId> =
-        g.ids().filter(|id| all[id.index()] && !forward_set[id.index()]).collect();
     let seed = back.seed;
     let carry = stage.carry_in.as_ref().map(|c| c.1);
     let is_input = |id: ValueId| matches!(g.node(id).op, Op::Source(Source::Input { .. }));
 
-    // Forward values the backward pass reads: inputs of backward nodes, and gradients
-    // that are forward values themselves. Parameters and data are re-read, not saved.
-    let mut saved: BTreeSet<ValueId> = BTreeSet::new();
-    for &id in &backward_ids {
-        for &i in &g.node(id).inputs {
-            if forward_set[i.index()] {
-                saved.insert(i);
-            }
-        }
-    }
-    for &r in &grad_roots {
-        if forward_set[r.index()] {
-            saved.insert(r);
-        }
-    }
-    saved.retain(|&id| !is_input(id) || Some(id) == carry);
+    // The backward pass recomputes one-hots from their indices rather than saving a
+    // `[N, V]` tensor of zeros and ones.
+    let recompute: BTreeSet<ValueId> = g
+        .ids()
+        .filter(|id| all[id.index()] && forward_set[id.index()])
+        .filter(|&id| matches!(g.node(id).op, Op::Index(IndexOp::OneHot { .. })))
+        .collect();
+    let backward_wanted: Vec<bool> =
+        g.ids().map(|id| all[id.index()] && (!forward_set[id.index()] || recompute.contains(&id))).collect();
+    let backward_leaf = |id: ValueId| (forward_set[id.index()] && !recompute.contains(&id)) || is_input(id);
+    let backward_plan = schedule::schedule(g, &backward_wanted, &backward_leaf, &grad_roots);
+    // Forward values the backward pass reads (and only those) are saved; parameters and
+    // data are re-read, not saved.
+    let computed: Vec<bool> = g.ids().map(|id| backward_wanted[id.index()] && !backward_leaf(id)).collect();
+    let read_back = backward_plan.leaves_read(&computed);
+    let saved: BTreeSet<ValueId> = read_back
+        .iter()
+        .copied()
+        .filter(|&id| forward_set[id.index()] && (!is_input(id) || Some(id) == carry))
+        .collect();
 
     // ---- forward ----
-    let (fwd, is_ref) = forward_lines(p, stage, &forward_set, cx);
+    let mut forward_roots = vec![stage.output];
+    forward_roots.extend(saved.iter().copied());
+    let (fwd, is_ref) = forward_lines(p, stage, &forward_set, &forward_roots, cx);
     let out = local(g, stage.output);
     let out_expr = if is_ref.contains(&stage.output) {
         quote!(::core::clone::Clone::clone(#out))
@@ -133,28 +139,18 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
         bwd.push(quote!(let #v = &__saved.#v;));
         bref.insert(id);
     }
-    let needed_inputs: BTreeSet<ValueId> = backward_ids
-        .iter()
-        .flat_map(|&id| g.node(id).inputs.clone())
-        .chain(grad_roots.iter().copied())
-        .filter(|&i| is_input(i) && Some(i) != carry && Some(i) != seed)
-        .collect();
-    for &id in &needed_inputs {
-        if let Some(read) = bind_input(p, stage, id) {
-            let v = local(g, id);
-            bwd.push(quote!(let #v = #read;));
-            bref.insert(id);
-        }
-    }
-    for &id in &backward_ids {
+    for &id in read_back.iter().filter(|&&id| !saved.contains(&id)) {
         let v = local(g, id);
         if Some(id) == seed {
             bwd.push(quote!(let #v = __seed;));
-            bref.insert(id);
+        } else if let Some(read) = bind_input(p, stage, id) {
+            bwd.push(quote!(let #v = #read;));
         } else {
-            bwd.push(node(g, id, &v, &bref, cx));
+            continue;
         }
+        bref.insert(id);
     }
+    bwd.extend(items(g, &backward_plan, &bref, cx));
     // A gradient is moved out once; borrowed or repeated ones are cloned.
     let mut outs: Vec<(Ident, ValueId)> =
         back.param_grads.iter().map(|&(i, id)| (grad_field(p, i), id)).collect();
@@ -202,31 +198,49 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
     }
 }
 
-/// The forward pass over the nodes in `wanted`, in id order; the set holds the locals
-/// that are references (inputs) rather than owned values.
+/// The forward pass computing `roots` from the nodes in `wanted`; the set holds the
+/// locals that are references (inputs) rather than owned values.
 fn forward_lines(
     p: &Program,
     stage: &Stage,
     wanted: &[bool],
+    roots: &[ValueId],
     cx: &Emit,
 ) -> (Vec<TokenStream>, BTreeSet<ValueId>) {
     let g = &stage.graph;
     let carry = stage.carry_in.as_ref().map(|c| c.1);
+    let is_input = |id: ValueId| matches!(g.node(id).op, Op::Source(Source::Input { .. }));
+    let plan = schedule::schedule(g, wanted, &is_input, roots);
+    let computed: Vec<bool> = g.ids().map(|id| wanted[id.index()] && !is_input(id)).collect();
     let mut lines = Vec::new();
     let mut is_ref = BTreeSet::new();
-    for id in g.ids().filter(|id| wanted[id.index()]) {
+    for id in plan.leaves_read(&computed) {
         let v = local(g, id);
         if Some(id) == carry {
             lines.push(quote!(let #v = __carry;));
-            is_ref.insert(id);
         } else if let Some(read) = bind_input(p, stage, id) {
             lines.push(quote!(let #v = #read;));
-            is_ref.insert(id);
         } else {
-            lines.push(node(g, id, &v, &is_ref, cx));
+            continue;
         }
+        is_ref.insert(id);
     }
+    lines.extend(items(g, &plan, &is_ref, cx));
     (lines, is_ref)
+}
+
+/// The schedule's items as statements: one `let` per kernel, one block per fused loop.
+fn items(g: &Graph, plan: &Schedule, is_ref: &BTreeSet<ValueId>, cx: &Emit) -> Vec<TokenStream> {
+    let local_of = |id: ValueId| local(g, id);
+    let ref_of = |id: ValueId| is_ref.contains(&id);
+    let names = loops::Names { local: &local_of, is_ref: &ref_of };
+    plan.items
+        .iter()
+        .map(|item| match *item {
+            Item::Kernel(id) => node(g, id, &local(g, id), is_ref, cx),
+            Item::Group(gi) => loops::emit_group(g, plan, gi, &names, cx),
+        })
+        .collect()
 }
 
 /// The last stage's `output` values, computing only what they need:
@@ -234,7 +248,7 @@ fn forward_lines(
 pub fn emit_outputs(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
     let g = &stage.graph;
     let ids: Vec<ValueId> = p.outputs.iter().map(|o| o.1).collect();
-    let (lines, is_ref) = forward_lines(p, stage, &g.ancestors(&ids), cx);
+    let (lines, is_ref) = forward_lines(p, stage, &g.ancestors(&ids), &ids, cx);
     let fields: Vec<Ident> = p.outputs.iter().map(|o| field(&o.0)).collect();
     let mut moved = BTreeSet::new();
     let values: Vec<TokenStream> = ids
@@ -268,15 +282,27 @@ pub fn emit_outputs(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenSt
 
 /// `let v = kernel(inputs);` for one node.
 fn node(g: &Graph, id: ValueId, v: &Ident, is_ref: &BTreeSet<ValueId>, cx: &Emit) -> TokenStream {
-    let args: Vec<TokenStream> = g
-        .node(id)
-        .inputs
-        .iter()
-        .map(|&i| {
-            let l = local(g, i);
-            if is_ref.contains(&i) { quote!(#l) } else { quote!(&#l) }
-        })
-        .collect();
+    let arg = |i: ValueId| {
+        let l = local(g, i);
+        if is_ref.contains(&i) { quote!(#l) } else { quote!(&#l) }
+    };
+    if let Op::Matmul = g.node(id).op {
+        // Transposed operands are read through strides (see `schedule::kernel_operands`).
+        let ops: Vec<(TokenStream, bool)> = g
+            .node(id)
+            .inputs
+            .iter()
+            .map(|&i| match schedule::transposed_source(g, i) {
+                Some(src) => (arg(src), true),
+                None => (arg(i), false),
+            })
+            .collect();
+        if ops.iter().any(|o| o.1) {
+            let ((a, ta), (b, tb)) = (&ops[0], &ops[1]);
+            return quote!(let #v = ::adjoint::ops::matmul_t(#a, #ta, #b, #tb)?;);
+        }
+    }
+    let args: Vec<TokenStream> = g.node(id).inputs.iter().map(|&i| arg(i)).collect();
     let call = g.node(id).op.emit(&args, cx);
     quote!(let #v = #call;)
 }

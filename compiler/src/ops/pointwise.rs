@@ -230,6 +230,48 @@ impl Pointwise {
         }
     }
 
+    /// One element of this op inside a fused loop, from its operands' values (`f32`
+    /// expressions); `konst` hoists a constant out of the loop.
+    pub fn emit_scalar(&self, x: &[TokenStream], konst: &dyn Fn(&Scalar) -> TokenStream) -> TokenStream {
+        let a = &x[0];
+        match self {
+            Pointwise::Add => {
+                let b = &x[1];
+                quote!(#a + #b)
+            }
+            Pointwise::Sub => {
+                let b = &x[1];
+                quote!(#a - #b)
+            }
+            Pointwise::Mul => {
+                let b = &x[1];
+                quote!(#a * #b)
+            }
+            Pointwise::Div => {
+                let b = &x[1];
+                quote!(#a / #b)
+            }
+            Pointwise::Neg => quote!(-#a),
+            Pointwise::Scale(c) => {
+                let c = konst(c);
+                quote!(#a * #c)
+            }
+            Pointwise::Shift(c) => {
+                let c = konst(c);
+                quote!(#a + #c)
+            }
+            Pointwise::Exp => quote!(::adjoint::fused::exp(#a)),
+            Pointwise::Log => quote!(f32::ln(#a)),
+            Pointwise::Tanh => quote!(::adjoint::ops::fast_tanh(#a)),
+            Pointwise::Sqrt => quote!(f32::sqrt(#a)),
+            Pointwise::Relu => quote!(f32::max(#a, 0.0)),
+            Pointwise::Step => quote!(if #a > 0.0 { 1.0f32 } else { 0.0f32 }),
+            Pointwise::Gelu => quote!(::adjoint::ops::gelu_scalar(#a)),
+            Pointwise::GeluGrad => quote!(::adjoint::ops::gelu_grad_scalar(#a)),
+            Pointwise::StopGrad => quote!(#a),
+        }
+    }
+
     pub fn form(&self) -> Form {
         match self {
             Pointwise::Add => Form::Infix(Infix::Add),

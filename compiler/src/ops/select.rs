@@ -112,6 +112,27 @@ impl SelectOp {
         }
     }
 
+    /// One element inside a fused loop; `col` and `query` are the element's column and
+    /// its row's index within its `T × T` matrix.
+    pub fn emit_scalar(
+        &self,
+        x: &[TokenStream],
+        konst: &dyn Fn(&Scalar) -> TokenStream,
+        col: &TokenStream,
+        query: &TokenStream,
+    ) -> TokenStream {
+        match self {
+            SelectOp::Causal { fill } => {
+                let (a, f) = (&x[0], konst(fill));
+                quote!(if #col > #query { #f } else { #a })
+            }
+            SelectOp::Select => {
+                let (m, a, b) = (&x[0], &x[1], &x[2]);
+                quote!(if #m != 0.0 { #a } else { #b })
+            }
+        }
+    }
+
     pub fn form(&self) -> Form {
         match self {
             SelectOp::Causal { fill } => Form::Causal(fill.clone()),

@@ -1,0 +1,397 @@
+//! One fused group as Rust: a closure run per row by `::adjoint::fused::rows`.
+//!
+//! Inside a row the group runs in *passes*: a pass is one `for` loop over the row's
+//! columns computing the elementwise members whose operands are ready; between passes,
+//! the row values (reductions over what the last pass stored, and arithmetic on them).
+//! Layernorm is three passes (mean; centred values and their squares; the normalised
+//! row), softmax three (max; exponentials and their sum; the quotient). An elementwise
+//! value read in a later pass, or reduced, is kept in a row buffer: its output row when
+//! it is materialised, else a scratch row. Everything fallible (sizes, constants, shape
+//! checks) is hoisted before the loop, so the loop body cannot fail.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+
+use super::emit::Emit;
+use super::schedule::{Level, Read, Schedule, lead, reads};
+use crate::dim::Dim;
+use crate::ir::{DType, Graph, ValueId};
+use crate::ops::{Op, Reduce, SelectOp, Source};
+use crate::scalar::Scalar;
+
+/// How the surrounding code names values.
+pub struct Names<'a> {
+    /// A node's local.
+    pub local: &'a dyn Fn(ValueId) -> Ident,
+    /// Whether that local is a reference (a leaf) rather than an owned tensor.
+    pub is_ref: &'a dyn Fn(ValueId) -> bool,
+}
+
+/// Where a row-long value is kept for later passes.
+#[derive(Clone)]
+enum Buffer {
+    Output(usize),
+    Scratch(usize),
+}
+
+/// `let` statements hoisted out of the loop, deduplicated by text.
+#[derive(Default)]
+struct Hoisted {
+    lines: Vec<TokenStream>,
+    by_text: BTreeMap<String, Ident>,
+}
+
+impl Hoisted {
+    fn add(&mut self, prefix: &str, expr: TokenStream) -> Ident {
+        let text = expr.to_string();
+        if let Some(id) = self.by_text.get(&text) {
+            return id.clone();
+        }
+        let id = format_ident!("__{}{}", prefix, self.by_text.len());
+        self.lines.push(quote!(let #id = #expr;));
+        self.by_text.insert(text, id.clone());
+        id
+    }
+}
+
+fn dims_of(g: &Graph, id: ValueId) -> Vec<Dim> {
+    g.shape(id).0.clone()
+}
+
+/// The code computing group `gi`: output allocations, then one `rows` call.
+pub fn emit_group(g: &Graph, s: &Schedule, gi: usize, names: &Names, cx: &Emit) -> TokenStream {
+    let group = &s.groups[gi];
+    let k = lead(g, group);
+    let space = dims_of(g, group.space);
+    let members = &group.members;
+    let level = |m: ValueId| s.member(m).map(|x| x.1).unwrap_or(Level::Elem);
+    let all_reads: BTreeMap<ValueId, Vec<Read>> =
+        members.iter().map(|&m| (m, reads(g, s, gi, m, level(m)).unwrap_or_default())).collect();
+
+    // ---- passes ----
+    let mut pass: BTreeMap<ValueId, usize> = BTreeMap::new(); // Elem members
+    let mut avail: BTreeMap<ValueId, usize> = BTreeMap::new(); // Row members
+    for &m in members {
+        let ready = |r: &Read| match r {
+            Read::Member(x) => pass.get(x).or(avail.get(x)).copied().unwrap_or(0),
+            _ => 0,
+        };
+        match level(m) {
+            Level::Elem => {
+                let p = all_reads[&m].iter().map(ready).max().unwrap_or(0);
+                pass.insert(m, p);
+            }
+            Level::Row => {
+                let a = match (&g.node(m).op, &all_reads[&m][..]) {
+                    (Op::Reduce(_), [Read::Member(x)]) => pass[x] + 1,
+                    (Op::Reduce(_), [Read::Leaf { coords, .. }]) if coords.contains(&k) => 0,
+                    // A reduction of a constant or a row-constant value: stored in pass 0.
+                    (Op::Reduce(_), _) => 1,
+                    _ => all_reads[&m].iter().map(ready).max().unwrap_or(0),
+                };
+                avail.insert(m, a);
+            }
+        }
+    }
+    let passes =
+        pass.values().copied().max().map_or(0, |p| p + 1).max(avail.values().copied().max().unwrap_or(0));
+
+    // ---- buffers ----
+    let outputs: Vec<ValueId> = members.iter().copied().filter(|&m| s.is_needed(m)).collect();
+    let mut buffer: BTreeMap<ValueId, Buffer> = BTreeMap::new();
+    for (i, &m) in outputs.iter().enumerate() {
+        if level(m) == Level::Elem {
+            buffer.insert(m, Buffer::Output(i));
+        }
+    }
+    let mut scratch = 0;
+    let mut kept: BTreeSet<ValueId> = BTreeSet::new();
+    for &u in members {
+        for r in &all_reads[&u] {
+            if let Read::Member(x) = r
+                && level(*x) == Level::Elem
+                && (matches!(g.node(u).op, Op::Reduce(_)) || pass.get(&u).is_some_and(|p| *p > pass[x]))
+            {
+                kept.insert(*x);
+            }
+        }
+    }
+    for &x in &kept {
+        buffer.entry(x).or_insert_with(|| {
+            scratch += 1;
+            Buffer::Scratch(scratch - 1)
+        });
+    }
+    // Reductions of non-members that are not contiguous rows get a scratch row too.
+    let mut reduce_scratch: BTreeMap<ValueId, usize> = BTreeMap::new();
+    for &m in members {
+        if matches!(g.node(m).op, Op::Reduce(_))
+            && avail[&m] == 1
+            && !matches!(all_reads[&m][0], Read::Member(_))
+        {
+            reduce_scratch.insert(m, scratch);
+            scratch += 1;
+        }
+    }
+
+    // ---- hoisted: sizes, constants, leaf views ----
+    let mut hoist = Hoisted::default();
+    let n = cx.dim(&space[k]);
+    let rows = cx.dim(&Dim::product(&space[..k]));
+    let lead_dims: Vec<TokenStream> = space[..k].iter().map(|d| cx.dim(d)).collect();
+    let consts = RefCell::new(Hoisted::default());
+    // Literal constants stay inline; ones that depend on sizes are computed once.
+    let konst = |c: &Scalar| -> TokenStream {
+        if c.factors.is_empty() {
+            return cx.scalar(c);
+        }
+        let k = consts.borrow_mut().add("k", cx.scalar(c));
+        quote!(#k)
+    };
+    // Leaf views: one flat slice per tensor, one per-row binding per way it is read.
+    let mut views: BTreeMap<ValueId, Ident> = BTreeMap::new();
+    let mut row_reads: BTreeMap<(ValueId, Vec<usize>), (Ident, bool)> = BTreeMap::new();
+    let mut per_row = Vec::new();
+    let leaf_reads = all_reads.values().flat_map(|rs| rs.iter());
+    for r in leaf_reads {
+        let (base, coords) = match r {
+            Read::Leaf { base, coords } | Read::OneHot { index: base, coords } => (base, coords),
+            _ => continue,
+        };
+        let key = (*base, coords.clone());
+        if row_reads.contains_key(&key) {
+            continue;
+        }
+        let flat = views
+            .entry(*base)
+            .or_insert_with(|| {
+                let v = (names.local)(*base);
+                let v = if (names.is_ref)(*base) { quote!(#v) } else { quote!(&#v) };
+                let shape = cx.shape(&dims_of(g, *base));
+                // Indices only feed one-hots along the row: each must be below its length.
+                let call = if g.ty(*base).dtype == DType::Index {
+                    quote!(::adjoint::fused::read_index(#v, #shape, __n)?)
+                } else {
+                    quote!(::adjoint::fused::read(#v, #shape)?)
+                };
+                hoist.add("x", call)
+            })
+            .clone();
+        let along_row = coords.contains(&k);
+        let lead_coords: Vec<usize> = coords.iter().copied().filter(|&c| c < k).collect();
+        let offset = if lead_coords.is_empty() {
+            quote!(0usize)
+        } else if lead_coords == (0..k).collect::<Vec<_>>() {
+            if along_row { quote!(__r * __n) } else { quote!(__r) }
+        } else {
+            // Strides of the tensor along each loop axis (0 where it is broadcast).
+            let base_dims = dims_of(g, *base);
+            let strides: Vec<TokenStream> = (0..k)
+                .map(|axis| match coords.iter().position(|&c| c == axis) {
+                    Some(p) => cx.dim(&Dim::product(&base_dims[p + 1..])),
+                    None => quote!(0usize),
+                })
+                .collect();
+            let st = hoist.add("st", quote!([#(#strides),*]));
+            quote!(::adjoint::fused::offset(__r, &__lead, &#st))
+        };
+        let name = format_ident!("{}_r{}", flat, row_reads.len());
+        per_row.push(if along_row {
+            quote!(let #name = &#flat[#offset..][..__n];)
+        } else if g.ty(*base).dtype == DType::Index {
+            quote!(let #name = #flat[#offset] as usize;)
+        } else {
+            quote!(let #name = #flat[#offset];)
+        });
+        row_reads.insert(key, (name, along_row));
+    }
+
+    // ---- the body ----
+    let operand = |r: &Read, cur: Option<usize>| -> TokenStream {
+        match r {
+            Read::Member(x) => match level(*x) {
+                Level::Row => {
+                    let v = format_ident!("r{}", x.0);
+                    quote!(#v)
+                }
+                Level::Elem if Some(pass[x]) == cur => {
+                    let v = format_ident!("e{}", x.0);
+                    quote!(#v)
+                }
+                Level::Elem => {
+                    let b = buffer_ident(&buffer[x]);
+                    quote!(#b[__c])
+                }
+            },
+            Read::Fill(f) => match &g.node(*f).op {
+                Op::Source(Source::Fill { value, .. }) => {
+                    let c = konst(value);
+                    quote!(#c)
+                }
+                _ => unreachable!("a fill read is a fill node"),
+            },
+            Read::Leaf { base, coords } => {
+                let (name, along_row) = &row_reads[&(*base, coords.clone())];
+                if *along_row { quote!(#name[__c]) } else { quote!(#name) }
+            }
+            Read::OneHot { index, coords } => {
+                let (name, _) = &row_reads[&(*index, coords.clone())];
+                quote!((if __c == #name { 1.0f32 } else { 0.0f32 }))
+            }
+        }
+    };
+    let causal = members.iter().any(|&m| matches!(g.node(m).op, Op::Select(SelectOp::Causal { .. })));
+    let query = if k >= 1 && causal {
+        let q = hoist.add("d", cx.dim(&space[k - 1]));
+        quote!(#q)
+    } else {
+        quote!(1usize)
+    };
+    let mut body = Vec::new();
+    let row_values = |stage: usize, body: &mut Vec<TokenStream>| {
+        for &m in members.iter().filter(|&&m| level(m) == Level::Row && avail[&m] == stage) {
+            let v = format_ident!("r{}", m.0);
+            let rs = &all_reads[&m];
+            let value = match &g.node(m).op {
+                Op::Reduce(r) => {
+                    let row = match (&rs[0], reduce_scratch.get(&m)) {
+                        (_, Some(&j)) => {
+                            let b = buffer_ident(&Buffer::Scratch(j));
+                            quote!(#b)
+                        }
+                        (Read::Member(x), None) => {
+                            let b = buffer_ident(&buffer[x]);
+                            quote!(#b)
+                        }
+                        (r, None) => operand(r, None),
+                    };
+                    let row = if matches!(rs[0], Read::Leaf { .. }) && !reduce_scratch.contains_key(&m) {
+                        let (name, _) = &row_reads[&read_key(&rs[0])];
+                        quote!(#name)
+                    } else {
+                        row
+                    };
+                    match r {
+                        Reduce::Max { .. } => quote!(::adjoint::fused::max(#row)),
+                        _ => quote!(::adjoint::fused::sum(#row)),
+                    }
+                }
+                op => {
+                    scalar_expr(op, &rs.iter().map(|r| operand(r, None)).collect::<Vec<_>>(), &konst, &query)
+                }
+            };
+            body.push(quote!(let #v: f32 = #value;));
+        }
+    };
+    for p in 0..=passes {
+        row_values(p, &mut body);
+        if p == passes {
+            break;
+        }
+        let mut lines = Vec::new();
+        for &m in members.iter().filter(|&&m| pass.get(&m) == Some(&p)) {
+            let v = format_ident!("e{}", m.0);
+            let args: Vec<TokenStream> = all_reads[&m].iter().map(|r| operand(r, Some(p))).collect();
+            let value = scalar_expr(&g.node(m).op, &args, &konst, &query);
+            lines.push(quote!(let #v: f32 = #value;));
+            if let Some(b) = buffer.get(&m) {
+                let b = buffer_ident(b);
+                lines.push(quote!(#b[__c] = #v;));
+            }
+        }
+        if p == 0 {
+            for (&m, &j) in &reduce_scratch {
+                let b = buffer_ident(&Buffer::Scratch(j));
+                let value = operand(&all_reads[&m][0], Some(0));
+                lines.push(quote!(#b[__c] = #value;));
+            }
+        }
+        if !lines.is_empty() {
+            body.push(quote!(for __c in 0..__n { #(#lines)* }));
+        }
+    }
+    let mut stores = Vec::new();
+    for (i, &m) in outputs.iter().enumerate() {
+        if level(m) == Level::Row {
+            let (o, v) = (format_ident!("__o{}", i), format_ident!("r{}", m.0));
+            stores.push(quote!(#o[0] = #v;));
+        }
+    }
+
+    // ---- assembly ----
+    let out_locals: Vec<Ident> = outputs.iter().map(|&m| (names.local)(m)).collect();
+    let out_shapes: Vec<TokenStream> = outputs.iter().map(|&m| cx.shape(&dims_of(g, m))).collect();
+    let out_idents: Vec<Ident> = (0..outputs.len()).map(|i| format_ident!("__o{}", i)).collect();
+    let widths: Vec<TokenStream> =
+        outputs.iter().map(|&m| if level(m) == Level::Elem { quote!(__n) } else { quote!(1usize) }).collect();
+    let reslice: Vec<TokenStream> = outputs
+        .iter()
+        .zip(&out_idents)
+        .filter(|(m, _)| level(**m) == Level::Elem)
+        .map(|(_, o)| quote!(let #o = &mut #o[..__n];))
+        .collect();
+    let scratch_idents: Vec<Ident> = (0..scratch).map(|j| format_ident!("__s{}", j)).collect();
+    let scratch_lines = if scratch == 0 {
+        quote!()
+    } else {
+        quote! {
+            let [#(#scratch_idents),*] = ::adjoint::fused::scratch::<#scratch>(__scratch, __n);
+            #(let #scratch_idents = &mut #scratch_idents[..__n];)*
+        }
+    };
+    let consts = consts.into_inner().lines;
+    let hoisted = hoist.lines;
+    let lead_line = if lead_dims.is_empty() { quote!() } else { quote!(let __lead = [#(#lead_dims),*];) };
+    quote! {
+        #(let mut #out_locals = ::adjoint::fused::zeros(#out_shapes);)*
+        {
+            let __n: usize = #n;
+            let __rows: usize = #rows;
+            #lead_line
+            #(#hoisted)*
+            #(#consts)*
+            ::adjoint::fused::rows(
+                __rows, __n, #scratch,
+                [#((::adjoint::fused::write(&mut #out_locals)?, #widths)),*],
+                |__r, [#(#out_idents),*], __scratch| {
+                    #(#reslice)*
+                    #scratch_lines
+                    #(#per_row)*
+                    #(#body)*
+                    #(#stores)*
+                },
+            )?;
+        }
+    }
+}
+
+fn read_key(r: &Read) -> (ValueId, Vec<usize>) {
+    match r {
+        Read::Leaf { base, coords } => (*base, coords.clone()),
+        _ => unreachable!("only leaf reads have keys"),
+    }
+}
+
+fn buffer_ident(b: &Buffer) -> Ident {
+    match b {
+        Buffer::Output(i) => format_ident!("__o{}", i),
+        Buffer::Scratch(j) => format_ident!("__s{}", j),
+    }
+}
+
+/// One element (or row value) of a member op, from its operands.
+fn scalar_expr(
+    op: &Op,
+    args: &[TokenStream],
+    konst: &dyn Fn(&Scalar) -> TokenStream,
+    query_rows: &TokenStream,
+) -> TokenStream {
+    match op {
+        Op::Pointwise(p) => p.emit_scalar(args, konst),
+        Op::Select(sel) => sel.emit_scalar(args, konst, &quote!(__c), &quote!((__r % #query_rows))),
+        other => unreachable!("{} is not a member op", other.mnemonic()),
+    }
+}

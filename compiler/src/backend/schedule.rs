@@ -1,0 +1,383 @@
+//! The scheduler: which nodes run as one fused loop, which are materialised, and in what
+//! order the code runs them.
+//!
+//! A *group* is a set of nodes computed in one pass over the rows of a *space*, a shape
+//! `[..lead, n]`: elementwise nodes of that shape (level `Elem`, one value per element),
+//! last-axis reductions and the scalar arithmetic on their results (level `Row`, one
+//! value per row). Broadcasts are never computed: a group reads through them, as a
+//! per-row scalar (a row statistic spread along the row) or a strided view (a bias
+//! repeated over rows). Constants are inlined. Everything else (products, layout ops,
+//! gathers, column sums) is a *kernel*: one runtime call, as before.
+//!
+//! Invariants: a node joins a group only if every operand is readable there and joining
+//! cannot create a cycle between items (no path from the group back into the node
+//! through an outside node), so the items always have a topological order; a member is
+//! materialised exactly when something outside its group reads it (or it is a root),
+//! and a group's members that nothing live reads are dropped. The same graph gives the
+//! same schedule: every choice is by node id.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::ir::{DType, Graph, ValueId};
+use crate::ops::{IndexOp, Layout, Op, Reduce, SelectOp, Source, swaps_last_two};
+
+/// Where a member's value lives in its group's loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// One value per element of the space.
+    Elem,
+    /// One value per row (the space without its last axis).
+    Row,
+}
+
+/// One step of the generated code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Item {
+    /// One node, one runtime call.
+    Kernel(ValueId),
+    /// One fused loop.
+    Group(usize),
+}
+
+#[derive(Clone, Debug)]
+pub struct Group {
+    /// A node whose shape is the loop's space (`Elem` members have this shape).
+    pub space: ValueId,
+    /// Whether `space` is the shape of a reduction's operand rather than its own.
+    pub space_of_operand: bool,
+    /// The live members, in id order.
+    pub members: Vec<ValueId>,
+}
+
+/// A value read inside a loop, after looking through broadcasts.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Read {
+    /// Another member of the same group.
+    Member(ValueId),
+    /// A constant tensor: its value is inlined.
+    Fill(ValueId),
+    /// A one-hot of an index tensor, computed where it is read (`column == index`)
+    /// rather than stored; the index tensor is read at `coords`.
+    OneHot { index: ValueId, coords: Vec<usize> },
+    /// A materialised tensor; `coords[i]` is the space axis its axis `i` runs along
+    /// (the last space axis is the column).
+    Leaf { base: ValueId, coords: Vec<usize> },
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Schedule {
+    pub items: Vec<Item>,
+    pub groups: Vec<Group>,
+    membership: BTreeMap<ValueId, (usize, Level)>,
+    needed: BTreeSet<ValueId>,
+}
+
+impl Schedule {
+    pub fn member(&self, id: ValueId) -> Option<(usize, Level)> {
+        self.membership.get(&id).copied()
+    }
+
+    /// Whether `id` exists as a tensor: a kernel's result, a group's output, or a leaf
+    /// the schedule reads.
+    pub fn is_needed(&self, id: ValueId) -> bool {
+        self.needed.contains(&id)
+    }
+
+    /// The values this schedule reads but does not compute.
+    pub fn leaves_read(&self, computed: &[bool]) -> BTreeSet<ValueId> {
+        self.needed.iter().copied().filter(|id| !computed[id.index()]).collect()
+    }
+}
+
+/// The rank of a node's shape.
+fn rank(g: &Graph, id: ValueId) -> usize {
+    g.shape(id).rank()
+}
+
+/// Follows broadcasts down from `id` read at `coords` (the space axis of each of its
+/// axes): the node actually read, and the space axis of each of its axes.
+pub fn through_broadcasts(g: &Graph, mut id: ValueId, mut coords: Vec<usize>) -> (ValueId, Vec<usize>) {
+    while let Op::Layout(Layout::Broadcast { axis, .. }) = &g.node(id).op {
+        coords.remove(*axis);
+        id = g.node(id).inputs[0];
+    }
+    (id, coords)
+}
+
+/// How `id`'s inputs are read at `level`: the space axes of each input's axes.
+fn operand_coords(g: &Graph, id: ValueId, level: Level, lead: usize) -> Vec<Vec<usize>> {
+    let node = g.node(id);
+    let all: Vec<usize> = match level {
+        Level::Elem => (0..=lead).collect(),
+        Level::Row => (0..lead).collect(),
+    };
+    match &node.op {
+        // A reduction's operand is the full space.
+        Op::Reduce(_) => vec![(0..=lead).collect()],
+        _ => node.inputs.iter().map(|_| all.clone()).collect(),
+    }
+}
+
+/// What kind of member a node can be: `None` for kernels.
+fn fusible(g: &Graph, id: ValueId) -> Option<Vec<Level>> {
+    let node = g.node(id);
+    if node.ty.dtype != DType::F32 {
+        return None;
+    }
+    match &node.op {
+        Op::Pointwise(_) | Op::Select(SelectOp::Select) => Some(vec![Level::Elem, Level::Row]),
+        Op::Select(SelectOp::Causal { .. }) if rank(g, id) >= 2 => Some(vec![Level::Elem]),
+        Op::Reduce(Reduce::Sum { axis } | Reduce::Max { axis }) if *axis + 1 == rank(g, node.inputs[0]) => {
+            Some(vec![Level::Row])
+        }
+        _ => None,
+    }
+}
+
+/// Groups `wanted` nodes (those this code computes; `leaf` ones are given) and orders
+/// the result so `roots` are materialised.
+pub fn schedule(g: &Graph, wanted: &[bool], leaf: &dyn Fn(ValueId) -> bool, roots: &[ValueId]) -> Schedule {
+    let mut s = Schedule::default();
+    let n = g.len();
+    // Groups every node depends on (its own included), for the cycle check.
+    let mut upstream: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+    for id in g.ids() {
+        let mut up: BTreeSet<usize> = BTreeSet::new();
+        for &i in &g.node(id).inputs {
+            up.extend(upstream[i.index()].iter().copied());
+        }
+        if wanted[id.index()]
+            && !leaf(id)
+            && let Some(levels) = fusible(g, id)
+        {
+            if let Some((gi, level)) = place(g, &s, &upstream, id, &levels) {
+                s.membership.insert(id, (gi, level));
+                s.groups[gi].members.push(id);
+                up.insert(gi);
+            } else if let Some((space, of_operand, level)) = new_space(g, id, &levels) {
+                let gi = s.groups.len();
+                s.groups.push(Group { space, space_of_operand: of_operand, members: vec![id] });
+                s.membership.insert(id, (gi, level));
+                up.insert(gi);
+            }
+        }
+        upstream[id.index()] = up;
+    }
+    liveness(g, &mut s, wanted, leaf, roots);
+    order(g, &mut s, leaf);
+    s
+}
+
+/// The number of leading (row) axes of group `gi`'s space.
+pub fn lead(g: &Graph, group: &Group) -> usize {
+    rank(g, group.space).saturating_sub(1)
+}
+
+/// The reads of member `id` at `level` in group `gi`, or `None` if one is not readable
+/// there.
+pub fn reads(g: &Graph, s: &Schedule, gi: usize, id: ValueId, level: Level) -> Option<Vec<Read>> {
+    let lead = lead(g, &s.groups[gi]);
+    let mut out = Vec::new();
+    for (&input, coords) in g.node(id).inputs.iter().zip(operand_coords(g, id, level, lead)) {
+        let (base, coords) = through_broadcasts(g, input, coords);
+        let read = match s.member(base) {
+            Some((bg, bl)) if bg == gi => {
+                let want: Vec<usize> = match bl {
+                    Level::Elem => (0..=lead).collect(),
+                    Level::Row => (0..lead).collect(),
+                };
+                if coords != want {
+                    return None;
+                }
+                Read::Member(base)
+            }
+            _ if matches!(g.node(base).op, Op::Source(Source::Fill { .. })) => Read::Fill(base),
+            // A one-hot whose depth runs along the row is cheaper to recompute than to read.
+            _ if matches!(g.node(base).op, Op::Index(IndexOp::OneHot { .. }))
+                && coords.last() == Some(&lead) =>
+            {
+                Read::OneHot { index: g.node(base).inputs[0], coords: coords[..coords.len() - 1].to_vec() }
+            }
+            _ => Read::Leaf { base, coords },
+        };
+        // A row value cannot read anything that varies along the row.
+        if level == Level::Row
+            && !matches!(g.node(id).op, Op::Reduce(_))
+            && match &read {
+                Read::Member(m) => s.member(*m).map(|x| x.1) == Some(Level::Elem),
+                Read::Leaf { coords, .. } => coords.contains(&lead),
+                Read::OneHot { .. } => true,
+                Read::Fill(_) => false,
+            }
+        {
+            return None;
+        }
+        out.push(read);
+    }
+    Some(out)
+}
+
+/// The first group of an operand that `id` can join, and at which level.
+fn place(
+    g: &Graph,
+    s: &Schedule,
+    upstream: &[BTreeSet<usize>],
+    id: ValueId,
+    levels: &[Level],
+) -> Option<(usize, Level)> {
+    let shape = g.shape(id);
+    let mut tried = BTreeSet::new();
+    for &input in &g.node(id).inputs {
+        let (base, _) = through_broadcasts(g, input, (0..g.shape(input).rank()).collect());
+        let Some((gi, _)) = s.member(base).or_else(|| s.member(input)) else { continue };
+        if !tried.insert(gi) {
+            continue;
+        }
+        let space = g.shape(s.groups[gi].space);
+        for &level in levels {
+            let fits = match (&g.node(id).op, level) {
+                (Op::Reduce(_), _) => g.shape(g.node(id).inputs[0]) == space,
+                (_, Level::Elem) => shape == space,
+                (_, Level::Row) => space.rank() >= 1 && shape.0[..] == space.0[..space.rank() - 1],
+            };
+            if !fits {
+                continue;
+            }
+            let Some(rs) = reads(g, s, gi, id, level) else { continue };
+            // Joining must not close a cycle: no outside operand may depend on the group.
+            let acyclic = rs.iter().all(|r| match r {
+                Read::Leaf { base, .. } | Read::OneHot { index: base, .. } => {
+                    !upstream[base.index()].contains(&gi)
+                }
+                _ => true,
+            });
+            if acyclic {
+                return Some((gi, level));
+            }
+        }
+    }
+    None
+}
+
+/// A new group for `id`: its space and level.
+fn new_space(g: &Graph, id: ValueId, levels: &[Level]) -> Option<(ValueId, bool, Level)> {
+    if let Op::Reduce(_) = g.node(id).op {
+        return Some((g.node(id).inputs[0], true, Level::Row));
+    }
+    (levels.contains(&Level::Elem) && rank(g, id) >= 1).then_some((id, false, Level::Elem))
+}
+
+/// Marks what must exist as tensors, drops dead members, and drops empty groups.
+fn liveness(g: &Graph, s: &mut Schedule, wanted: &[bool], leaf: &dyn Fn(ValueId) -> bool, roots: &[ValueId]) {
+    let mut needed: BTreeSet<ValueId> = roots.iter().copied().collect();
+    let mut live: BTreeSet<ValueId> = BTreeSet::new();
+    for id in g.ids().rev() {
+        if !wanted[id.index()] || leaf(id) {
+            continue;
+        }
+        match s.member(id) {
+            Some((gi, level)) => {
+                if !(needed.contains(&id) || live.contains(&id)) {
+                    continue;
+                }
+                live.insert(id);
+                for r in reads(g, s, gi, id, level).unwrap_or_default() {
+                    match r {
+                        Read::Member(m) => {
+                            live.insert(m);
+                        }
+                        Read::Leaf { base, .. } | Read::OneHot { index: base, .. } => {
+                            needed.insert(base);
+                        }
+                        Read::Fill(_) => {}
+                    }
+                }
+            }
+            None if needed.contains(&id) => {
+                for input in kernel_operands(g, id) {
+                    needed.insert(input);
+                }
+            }
+            None => {}
+        }
+    }
+    for group in &mut s.groups {
+        group.members.retain(|m| live.contains(m));
+    }
+    s.needed = needed;
+}
+
+/// What a kernel reads: its inputs, except that a product reads a transposed operand
+/// through the transpose (the GEMM takes strided views).
+pub fn kernel_operands(g: &Graph, id: ValueId) -> Vec<ValueId> {
+    let node = g.node(id);
+    match node.op {
+        Op::Matmul => node.inputs.iter().map(|&i| transposed_source(g, i).unwrap_or(i)).collect(),
+        _ => node.inputs.clone(),
+    }
+}
+
+/// The operand of `id` if it transposes the last two axes.
+pub fn transposed_source(g: &Graph, id: ValueId) -> Option<ValueId> {
+    match &g.node(id).op {
+        Op::Layout(Layout::Permute(p)) if swaps_last_two(p) => Some(g.node(id).inputs[0]),
+        _ => None,
+    }
+}
+
+/// Orders kernels and groups so each runs after what it reads (Kahn's algorithm,
+/// lowest first node id first).
+fn order(g: &Graph, s: &mut Schedule, leaf: &dyn Fn(ValueId) -> bool) {
+    let item_of = |s: &Schedule, id: ValueId| -> Option<Item> {
+        if leaf(id) {
+            return None;
+        }
+        match s.member(id) {
+            Some((gi, _)) => Some(Item::Group(gi)),
+            None => Some(Item::Kernel(id)),
+        }
+    };
+    let mut deps: BTreeMap<Item, BTreeSet<Item>> = BTreeMap::new();
+    let mut key: BTreeMap<Item, ValueId> = BTreeMap::new();
+    for &id in &s.needed {
+        if let Some(Item::Kernel(k)) = item_of(s, id) {
+            let d = kernel_operands(g, k).into_iter().filter_map(|i| item_of(s, i)).collect();
+            deps.insert(Item::Kernel(k), d);
+            key.insert(Item::Kernel(k), k);
+        }
+    }
+    for (gi, group) in s.groups.iter().enumerate() {
+        let Some(&first) = group.members.first() else { continue };
+        let mut d = BTreeSet::new();
+        for &m in &group.members {
+            let level = s.member(m).map(|x| x.1).unwrap_or(Level::Elem);
+            for r in reads(g, s, gi, m, level).unwrap_or_default() {
+                if let Read::Leaf { base, .. } | Read::OneHot { index: base, .. } = r
+                    && let Some(item) = item_of(s, base)
+                {
+                    d.insert(item);
+                }
+            }
+        }
+        d.remove(&Item::Group(gi));
+        deps.insert(Item::Group(gi), d);
+        key.insert(Item::Group(gi), first);
+    }
+    let mut done: BTreeSet<Item> = BTreeSet::new();
+    let mut ready: BTreeSet<(ValueId, Item)> = BTreeSet::new();
+    for (item, d) in &deps {
+        if d.is_empty() {
+            ready.insert((key[item], *item));
+        }
+    }
+    while let Some((_, item)) = ready.pop_first() {
+        s.items.push(item);
+        done.insert(item);
+        for (other, d) in &deps {
+            if !done.contains(other) && d.contains(&item) && d.iter().all(|x| done.contains(x)) {
+                ready.insert((key[other], *other));
+            }
+        }
+    }
+    assert_eq!(s.items.len(), deps.len(), "the scheduler's items must be acyclic");
+}

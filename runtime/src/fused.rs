@@ -1,0 +1,379 @@
+//! What fused loops call: the row driver, checked flat views of tensors, and the scalar
+//! functions and row reductions a loop body uses.
+//!
+//! The code generator turns each chain of elementwise ops and last-axis reductions into
+//! one closure run per row (`rows`). This module owns everything about running it:
+//! splitting the rows over the persistent thread pool, handing each row its slice of
+//! every output, and compiling the closure for AVX2+FMA when the CPU has it. That last
+//! part works because `rows` is generic over the closure: the closure's body is inlined
+//! into a `#[target_feature]` function here, so the loops the user's crate emitted are
+//! vectorised for the machine they run on without the user's crate enabling anything.
+//!
+//! Every view is checked against the shape the generated code expects: a tensor of the
+//! wrong shape is an `Err`, never an out-of-bounds read.
+
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::{Result, bail};
+use crate::ops::{Index, Real};
+
+/// Below this many elements per output row block, a loop stays on the calling thread:
+/// waking the pool costs more than it saves.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
+
+/// Set, fused loops run their portable build even on CPUs with AVX2: for tests that
+/// must exercise both builds on one machine.
+static PORTABLE_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Forces (or stops forcing) the portable build of fused loops, process-wide.
+pub fn force_portable(on: bool) {
+    PORTABLE_ONLY.store(on, Ordering::Relaxed);
+}
+
+/// Whether fused loops run their AVX2+FMA build.
+pub fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !PORTABLE_ONLY.load(Ordering::Relaxed)
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// A new zero tensor, for a fused loop's output.
+pub fn zeros(shape: &[usize]) -> Real {
+    ArrayD::zeros(IxDyn(shape))
+}
+
+/// `t`'s elements in row-major order, after checking it has `shape`.
+pub fn read<'a>(t: &'a Real, shape: &[usize]) -> Result<&'a [f32]> {
+    if t.shape() != shape {
+        bail!("fused loop: expected shape {shape:?}, got {:?}", t.shape());
+    }
+    match t.as_slice() {
+        Some(s) => Ok(s),
+        None => bail!("fused loop: an operand of shape {shape:?} is not contiguous"),
+    }
+}
+
+/// `t`'s indices in row-major order, after checking its shape and that every index is
+/// below `bound` (a one-hot's depth): the loop then reads them without checks.
+pub fn read_index<'a>(t: &'a Index, shape: &[usize], bound: usize) -> Result<&'a [i32]> {
+    if t.shape() != shape {
+        bail!("fused loop: expected indices of shape {shape:?}, got {:?}", t.shape());
+    }
+    let Some(s) = t.as_slice() else { bail!("fused loop: indices are not contiguous") };
+    if let Some(bad) = s.iter().find(|&&i| i < 0 || i as usize >= bound) {
+        bail!("one_hot: index {bad} is out of range 0..{bound}");
+    }
+    Ok(s)
+}
+
+/// A fused loop's output, as a flat mutable slice.
+pub fn write(t: &mut Real) -> Result<&mut [f32]> {
+    match t.as_slice_mut() {
+        Some(s) => Ok(s),
+        None => bail!("fused loop: an output is not contiguous"),
+    }
+}
+
+/// The offset of row `r`'s first element in a tensor read through broadcasts: `dims` are
+/// the loop's leading axes (outermost first), `strides` the tensor's stride along each
+/// (0 where it is broadcast).
+#[inline]
+pub fn offset(mut r: usize, dims: &[usize], strides: &[usize]) -> usize {
+    let mut off = 0;
+    for (d, s) in dims.iter().zip(strides).rev() {
+        let d = (*d).max(1);
+        off += (r % d) * s;
+        r /= d;
+    }
+    off
+}
+
+/// Runs `body(r, outs, scratch)` for every row `r < rows`. Output `k` is `outs[k].0`,
+/// `outs[k].1` elements per row; `body` gets row `r`'s part of each, and `scratch_rows`
+/// rows of `width` scratch floats it may use freely. Rows are split over the pool when
+/// there is enough work; each row is computed the same way on any thread, so results do
+/// not depend on the thread count.
+pub fn rows<const K: usize, F>(
+    rows: usize,
+    width: usize,
+    scratch_rows: usize,
+    outs: [(&mut [f32], usize); K],
+    body: F,
+) -> Result<()>
+where
+    F: Fn(usize, [&mut [f32]; K], &mut [f32]) + Sync,
+{
+    let mut per_row = [0usize; K];
+    let mut bufs: [&mut [f32]; K] = std::array::from_fn(|_| <&mut [f32]>::default());
+    for (k, (buf, w)) in outs.into_iter().enumerate() {
+        if buf.len() != rows * w {
+            bail!("fused loop: output {k} has {} elements, expected {rows} × {w}", buf.len());
+        }
+        per_row[k] = w;
+        bufs[k] = buf;
+    }
+    let threads = crate::gemm::threads().max(1);
+    let work = rows * width.max(1);
+    let chunks = if work < PARALLEL_MIN_ELEMENTS || rows < 2 { 1 } else { threads.min(rows) };
+    let per_chunk = rows.div_ceil(chunks.max(1)).max(1);
+    let mut tasks = Vec::with_capacity(chunks);
+    let mut start = 0;
+    while start < rows {
+        let end = (start + per_chunk).min(rows);
+        let part = take_rows(&mut bufs, &per_row, end - start);
+        tasks.push((start, end, part));
+        start = end;
+    }
+    let run = |(r0, r1, part): (usize, usize, [&mut [f32]; K])| {
+        let mut scratch = vec![0f32; scratch_rows * width];
+        run_chunk(r0, r1, part, &per_row, &mut scratch, &body);
+    };
+    if tasks.len() == 1 {
+        tasks.into_iter().for_each(run);
+    } else {
+        tasks.into_par_iter().for_each(run);
+    }
+    Ok(())
+}
+
+/// Splits `n` rows off the front of every buffer.
+fn take_rows<'a, const K: usize>(
+    bufs: &mut [&'a mut [f32]; K],
+    per_row: &[usize; K],
+    n: usize,
+) -> [&'a mut [f32]; K] {
+    std::array::from_fn(|k| {
+        let (head, tail) = std::mem::take(&mut bufs[k]).split_at_mut(n * per_row[k]);
+        bufs[k] = tail;
+        head
+    })
+}
+
+fn run_chunk<const K: usize, F>(
+    r0: usize,
+    r1: usize,
+    part: [&mut [f32]; K],
+    per_row: &[usize; K],
+    scratch: &mut [f32],
+    body: &F,
+) where
+    F: Fn(usize, [&mut [f32]; K], &mut [f32]),
+{
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above), which
+        // is all `chunk_avx2` requires; the function itself is safe code.
+        unsafe { chunk_avx2(r0, r1, part, per_row, scratch, body) };
+        return;
+    }
+    chunk(r0, r1, part, per_row, scratch, body);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn chunk_avx2<const K: usize, F>(
+    r0: usize,
+    r1: usize,
+    part: [&mut [f32]; K],
+    per_row: &[usize; K],
+    scratch: &mut [f32],
+    body: &F,
+) where
+    F: Fn(usize, [&mut [f32]; K], &mut [f32]),
+{
+    chunk(r0, r1, part, per_row, scratch, body)
+}
+
+/// The rows `r0..r1`, in order; inlined into each dispatch variant so the loop body is
+/// compiled once per instruction set.
+#[inline(always)]
+fn chunk<const K: usize, F>(
+    r0: usize,
+    r1: usize,
+    mut part: [&mut [f32]; K],
+    per_row: &[usize; K],
+    scratch: &mut [f32],
+    body: &F,
+) where
+    F: Fn(usize, [&mut [f32]; K], &mut [f32]),
+{
+    for r in r0..r1 {
+        let row = take_rows(&mut part, per_row, 1);
+        body(r, row, scratch);
+    }
+}
+
+/// `S` scratch rows of `n` floats from a loop's scratch buffer.
+#[inline]
+pub fn scratch<const S: usize>(buf: &mut [f32], n: usize) -> [&mut [f32]; S] {
+    let mut rest = buf;
+    std::array::from_fn(|_| {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        rest = tail;
+        head
+    })
+}
+
+/// The sum of a row, in eight interleaved partial sums (so it vectorises), added in a
+/// fixed order: the same row always gives the same bits.
+#[inline]
+pub fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut blocks = x.chunks_exact(8);
+    for b in &mut blocks {
+        for l in 0..8 {
+            acc[l] += b[l];
+        }
+    }
+    let mut tail = 0f32;
+    for &v in blocks.remainder() {
+        tail += v;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// The maximum of a row (−∞ for an empty row); NaN if any element is NaN.
+#[inline]
+pub fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let mut nan = false;
+    let mut blocks = x.chunks_exact(8);
+    for b in &mut blocks {
+        for l in 0..8 {
+            nan |= b[l].is_nan();
+            acc[l] = if b[l] > acc[l] { b[l] } else { acc[l] };
+        }
+    }
+    let mut best = f32::NEG_INFINITY;
+    for &v in blocks.remainder() {
+        nan |= v.is_nan();
+        best = if v > best { v } else { best };
+    }
+    for a in acc {
+        best = if a > best { a } else { best };
+    }
+    if nan { f32::NAN } else { best }
+}
+
+/// `eˣ` without branches, so loops over it vectorise: range reduction by `ln 2`, a
+/// degree-6 polynomial, and the exponent put in by bit arithmetic. Relative error
+/// within 2e-7 (tested against f64); 0 below −87.3 (where f32 would be subnormal),
+/// +∞ above 88.7, NaN for NaN.
+#[inline]
+pub fn exp(x: f32) -> f32 {
+    const HI: f32 = 88.722_83;
+    const LO: f32 = -87.336_54;
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two so `x − n·ln 2` is exact to f32 precision.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let xc = x.clamp(LO, HI);
+    let n = (xc * LOG2E).round();
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    // Cephes' expf polynomial.
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 5e-1;
+    let e = p * r * r + r + 1.0;
+    // 2ⁿ in two factors: near the ends of the range one alone would overflow the
+    // exponent field (n = 128) or flush to zero (n = −127).
+    let n = n as i32;
+    let half = n >> 1;
+    let pow2 = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+    let y = e * pow2(half) * pow2(n - half);
+    if x < LO {
+        0.0
+    } else if x > HI {
+        f32::INFINITY
+    } else if x.is_nan() {
+        x
+    } else {
+        y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_accurate_and_total() {
+        let mut worst = 0f64;
+        for i in -870_000..=887_000 {
+            let x = i as f32 * 1e-4;
+            let want = f64::from(x).exp();
+            let rel = ((f64::from(exp(x)) - want) / want).abs();
+            worst = worst.max(rel);
+        }
+        assert!(worst < 2e-7, "worst relative error {worst:e}");
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(-1e4), 0.0);
+        assert_eq!(exp(1e4), f32::INFINITY);
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn reductions_match_sequential_ones_on_every_tail_length() {
+        for n in 0..40 {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.25).collect();
+            let want: f32 = x.iter().sum();
+            assert!((sum(&x) - want).abs() < 1e-5, "n = {n}");
+            let want = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max(&x), want, "n = {n}");
+        }
+        assert!(max(&[1.0, f32::NAN, 2.0]).is_nan());
+        assert!(max(&[0.0; 9].iter().chain([f32::NAN].iter()).copied().collect::<Vec<_>>()).is_nan());
+    }
+
+    #[test]
+    fn offsets_follow_broadcast_strides() {
+        // Loop axes [2, 3]: a [3]-shaped tensor broadcast over the first axis.
+        let got: Vec<usize> = (0..6).map(|r| offset(r, &[2, 3], &[0, 1])).collect();
+        assert_eq!(got, [0, 1, 2, 0, 1, 2]);
+        let got: Vec<usize> = (0..6).map(|r| offset(r, &[2, 3], &[5, 0])).collect();
+        assert_eq!(got, [0, 0, 0, 5, 5, 5]);
+    }
+
+    #[test]
+    fn rows_hands_each_row_its_slices_on_one_or_many_threads() {
+        for rows_n in [1usize, 3, 4096] {
+            let width = 17;
+            let mut a = vec![0f32; rows_n * width];
+            let mut b = vec![0f32; rows_n];
+            rows(rows_n, width, 2, [(&mut a[..], width), (&mut b[..], 1)], |r, [a, b], s| {
+                let [s0, s1] = scratch::<2>(s, width);
+                for c in 0..width {
+                    s0[c] = (r * width + c) as f32;
+                    s1[c] = 1.0;
+                    a[c] = s0[c] + s1[c];
+                }
+                b[0] = sum(s1);
+            })
+            .unwrap();
+            assert!(a.iter().enumerate().all(|(i, &v)| v == i as f32 + 1.0));
+            assert!(b.iter().all(|&v| v == width as f32));
+        }
+        let mut short = [0f32; 5];
+        assert!(rows(2, 3, 0, [(&mut short[..], 3)], |_, _, _| {}).is_err());
+    }
+
+    #[test]
+    fn views_are_checked() {
+        let t = zeros(&[2, 3]);
+        assert!(read(&t, &[2, 3]).is_ok());
+        assert!(read(&t, &[3, 2]).is_err());
+        let i = ArrayD::from_shape_vec(IxDyn(&[2]), vec![1, 4]).unwrap();
+        assert!(read_index(&i, &[2], 5).is_ok());
+        assert!(read_index(&i, &[2], 4).is_err());
+        assert!(read_index(&i, &[1, 2], 5).is_err());
+    }
+}
