@@ -98,6 +98,7 @@ pub mod gemm;
 pub mod init;
 pub mod ops;
 pub mod optim;
+pub mod pool;
 pub mod sample;
 pub mod tensorfile;
 

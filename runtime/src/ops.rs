@@ -18,6 +18,10 @@ pub type Index = ArrayD<i32>;
 
 const GELU_C: f32 = 0.044715;
 
+/// Batched products with at least this many multiply-adds in all run their batches in
+/// parallel (each product alone is usually too small to split).
+const BATCH_PARALLEL_MIN_WORK: usize = 1 << 20;
+
 fn same_shape(op: &str, a: &Real, b: &Real) -> Result<()> {
     if a.shape() != b.shape() {
         bail!("{op}: shapes {:?} and {:?} differ", a.shape(), b.shape());
@@ -63,12 +67,21 @@ pub fn matmul_t(a: &Real, ta: bool, b: &Real, tb: bool) -> Result<Real> {
             crate::gemm::MatRef::row_major(data, rows, cols)
         }
     };
-    // Written in place by the GEMM, batch by batch: no temporary per product.
-    let mut out = vec![0f32; batch * m * n];
-    for i in 0..batch {
+    // Written in place by the GEMM (which only writes its output) into a pooled buffer.
+    let mut out = crate::pool::take(batch * m * n);
+    let product = |i: usize, c: &mut [f32]| {
         let left = view(&a[i * m * k..(i + 1) * m * k], m, k, ta);
         let right = view(&b[i * k * n..(i + 1) * k * n], k, n, tb);
-        crate::gemm::sgemm(left, right, &mut out[i * m * n..(i + 1) * m * n])?;
+        crate::gemm::sgemm(left, right, c)
+    };
+    if batch > 1 && m * n > 0 && batch * m * n * k >= BATCH_PARALLEL_MIN_WORK {
+        // Many small products (attention heads): one per task, over the pool.
+        use rayon::prelude::*;
+        out.par_chunks_mut(m * n).enumerate().try_for_each(|(i, c)| product(i, c))?;
+    } else {
+        for i in 0..batch {
+            product(i, &mut out[i * m * n..(i + 1) * m * n])?;
+        }
     }
     ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(shape_err("matmul"))
 }

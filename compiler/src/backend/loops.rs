@@ -346,7 +346,7 @@ pub fn emit_group(g: &Graph, s: &Schedule, gi: usize, names: &Names, cx: &Emit) 
     let hoisted = hoist.lines;
     let lead_line = if lead_dims.is_empty() { quote!() } else { quote!(let __lead = [#(#lead_dims),*];) };
     quote! {
-        #(let mut #out_locals = ::adjoint::fused::zeros(#out_shapes);)*
+        #(let mut #out_locals = ::adjoint::fused::output(#out_shapes)?;)*
         {
             let __n: usize = #n;
             let __rows: usize = #rows;

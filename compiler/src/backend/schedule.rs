@@ -83,6 +83,33 @@ impl Schedule {
         self.needed.contains(&id)
     }
 
+    /// Whether `id` is computed by one of the items (a kernel, or a group's output).
+    pub fn produced(&self, id: ValueId) -> bool {
+        match self.member(id) {
+            Some(_) => self.needed.contains(&id),
+            None => self.items.contains(&Item::Kernel(id)),
+        }
+    }
+
+    /// The tensors an item reads.
+    pub fn reads_of(&self, g: &Graph, item: Item) -> BTreeSet<ValueId> {
+        match item {
+            Item::Kernel(id) => kernel_operands(g, id).into_iter().collect(),
+            Item::Group(gi) => {
+                let mut out = BTreeSet::new();
+                for &m in &self.groups[gi].members {
+                    let level = self.member(m).map_or(Level::Elem, |x| x.1);
+                    for r in reads(g, self, gi, m, level).unwrap_or_default() {
+                        if let Read::Leaf { base, .. } | Read::OneHot { index: base, .. } = r {
+                            out.insert(base);
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+
     /// The values this schedule reads but does not compute.
     pub fn leaves_read(&self, computed: &[bool]) -> BTreeSet<ValueId> {
         self.needed.iter().copied().filter(|id| !computed[id.index()]).collect()

@@ -150,7 +150,8 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
         }
         bref.insert(id);
     }
-    bwd.extend(items(g, &backward_plan, &bref, cx));
+    let keep: BTreeSet<ValueId> = grad_roots.iter().copied().collect();
+    bwd.extend(items(g, &backward_plan, &bref, &keep, cx));
     // A gradient is moved out once; borrowed or repeated ones are cloned.
     let mut outs: Vec<(Ident, ValueId)> =
         back.param_grads.iter().map(|&(i, id)| (grad_field(p, i), id)).collect();
@@ -225,22 +226,45 @@ fn forward_lines(
         }
         is_ref.insert(id);
     }
-    lines.extend(items(g, &plan, &is_ref, cx));
+    let keep: BTreeSet<ValueId> = roots.iter().copied().collect();
+    lines.extend(items(g, &plan, &is_ref, &keep, cx));
     (lines, is_ref)
 }
 
-/// The schedule's items as statements: one `let` per kernel, one block per fused loop.
-fn items(g: &Graph, plan: &Schedule, is_ref: &BTreeSet<ValueId>, cx: &Emit) -> Vec<TokenStream> {
+/// The schedule's items as statements: one `let` per kernel, one block per fused loop;
+/// each temporary's buffer goes back to the pool right after its last reader (`keep`
+/// are the values that outlive the function).
+fn items(
+    g: &Graph,
+    plan: &Schedule,
+    is_ref: &BTreeSet<ValueId>,
+    keep: &BTreeSet<ValueId>,
+    cx: &Emit,
+) -> Vec<TokenStream> {
     let local_of = |id: ValueId| local(g, id);
     let ref_of = |id: ValueId| is_ref.contains(&id);
     let names = loops::Names { local: &local_of, is_ref: &ref_of };
-    plan.items
-        .iter()
-        .map(|item| match *item {
+    let mut last_read: std::collections::BTreeMap<ValueId, usize> = std::collections::BTreeMap::new();
+    for (i, item) in plan.items.iter().enumerate() {
+        for v in plan.reads_of(g, *item) {
+            last_read.insert(v, i);
+        }
+    }
+    let mut lines = Vec::new();
+    for (i, item) in plan.items.iter().enumerate() {
+        lines.push(match *item {
             Item::Kernel(id) => node(g, id, &local(g, id), is_ref, cx),
             Item::Group(gi) => loops::emit_group(g, plan, gi, &names, cx),
-        })
-        .collect()
+        });
+        for (&v, _) in last_read.iter().filter(|&(_, &at)| at == i) {
+            let owned_real = !is_ref.contains(&v) && g.ty(v).dtype == DType::F32 && plan.produced(v);
+            if owned_real && !keep.contains(&v) {
+                let l = local(g, v);
+                lines.push(quote!(::adjoint::pool::recycle(#l);));
+            }
+        }
+    }
+    lines
 }
 
 /// The last stage's `output` values, computing only what they need:
