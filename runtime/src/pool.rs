@@ -13,8 +13,10 @@ use std::sync::Mutex;
 
 use crate::ops::Real;
 
-/// Per length: the idle buffers, and how many `take` has allocated.
-static POOL: Mutex<BTreeMap<usize, (Vec<Vec<f32>>, usize)>> = Mutex::new(BTreeMap::new());
+/// The idle buffers of one length, and how many `take` has allocated.
+type Bucket = (Vec<Vec<f32>>, usize);
+
+static POOL: Mutex<BTreeMap<usize, Bucket>> = Mutex::new(BTreeMap::new());
 
 /// A buffer of `len` floats; its contents are unspecified (a reused buffer keeps its old
 /// values), so callers overwrite every element.
