@@ -39,7 +39,7 @@ pub fn generate(program: &Program, source: &str, docs: &[syn::Attribute]) -> Tok
     let sizes = cx.size_items();
     quote! {
         #(#docs)*
-        #[allow(non_snake_case, non_camel_case_types, unused_variables, unused_mut, clippy::all)]
+        #[allow(non_snake_case, non_camel_case_types, unused_variables, unused_mut, dead_code, clippy::all)]
         pub mod #module {
             type Real = ::adjoint::ops::Real;
             type Index = ::adjoint::ops::Index;

@@ -1,0 +1,179 @@
+//! Every model under `models/`, generated code (f32, fused loops) against the
+//! compiler's interpreter (f64, one node at a time, the model unrolled): the loss and
+//! every parameter gradient to 1e-4 relative, at odd sizes (no size a multiple of the
+//! SIMD width), at single-row batches, and on both builds of the fused loops (AVX2+FMA
+//! where the CPU has it, and the portable one, forced).
+
+use std::collections::BTreeMap;
+
+use adjoint::ndarray::{ArrayD, IxDyn};
+use adjoint_compiler::frontend::{Mode, lower_model};
+use adjoint_compiler::interp::{Tensor, evaluate};
+use adjoint_tests::{attn, gpt, mlp};
+
+/// `max|a − b| / max(max|b|, floor)`.
+fn rel_err(a: &ArrayD<f64>, b: &ArrayD<f64>, floor: f64) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    diff / b.iter().map(|y| y.abs()).fold(0.0, f64::max).max(floor)
+}
+
+/// Deterministic values in [−1, 1) from a seed and a position.
+fn noise(shape: &[usize], seed: usize) -> ArrayD<f32> {
+    let mut state = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    ArrayD::from_shape_simple_fn(IxDyn(shape), || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 20_000) as f32 / 10_000.0 - 1.0
+    })
+}
+
+fn indices(shape: &[usize], bound: usize, seed: usize) -> ArrayD<i32> {
+    let mut k = seed;
+    ArrayD::from_shape_simple_fn(IxDyn(shape), || {
+        k = (k * 7 + 3) % 1_000_003;
+        (k % bound) as i32
+    })
+}
+
+/// The interpreter's loss and parameter gradients for `model` at `sizes`.
+fn interpret(
+    model: &str,
+    sizes: &[(&str, i64)],
+    params: BTreeMap<String, ArrayD<f32>>,
+    data: BTreeMap<String, Tensor>,
+) -> (f64, BTreeMap<String, ArrayD<f64>>) {
+    let path = format!("{}/models/{model}.adj", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let env: BTreeMap<String, i64> = sizes.iter().map(|&(k, v)| (k.to_string(), v)).collect();
+    let program = lower_model(text.parse().unwrap(), &Mode::Unrolled(env.clone())).unwrap();
+    let stage = &program.stages[0];
+    let mut feeds: BTreeMap<String, Tensor> =
+        params.into_iter().map(|(n, t)| (n, Tensor::Real(t.mapv(f64::from)))).collect();
+    feeds.extend(data);
+    let back = stage.backward.as_ref().unwrap();
+    let mut wanted = vec![stage.output];
+    wanted.extend(back.param_grads.iter().map(|g| g.1));
+    let values = evaluate(&stage.graph, &env, &feeds, &wanted).unwrap();
+    let loss = values.get(stage.output).unwrap().scalar().unwrap();
+    let grads = back
+        .param_grads
+        .iter()
+        .map(|&(i, id)| {
+            (program.params[i].name.clone(), values.get(id).unwrap().real("grad").unwrap().clone())
+        })
+        .collect();
+    (loss, grads)
+}
+
+/// Compares generated and interpreted results, on both builds of the fused loops.
+fn compare(
+    what: &str,
+    run: &dyn Fn() -> (f32, BTreeMap<String, ArrayD<f32>>),
+    want: &(f64, BTreeMap<String, ArrayD<f64>>),
+) {
+    for portable in [false, true] {
+        adjoint::fused::force_portable(portable);
+        let (loss, grads) = run();
+        adjoint::fused::force_portable(false);
+        let path = if portable { "portable" } else { "dispatched" };
+        assert!(loss.is_finite(), "{what} ({path}): loss {loss}");
+        assert!(
+            (f64::from(loss) - want.0).abs() <= 1e-4 * want.0.abs().max(1e-3),
+            "{what} ({path}): loss {loss} vs {}",
+            want.0
+        );
+        assert_eq!(grads.len(), want.1.len(), "{what}: gradient count");
+        for (name, g) in &grads {
+            let (got, reference) = (g.mapv(f64::from), &want.1[name]);
+            let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
+            if scale < 1e-12 {
+                // Zero in exact arithmetic (attention over one key has a constant
+                // softmax): f32 must stay at rounding level.
+                let worst = got.iter().fold(0f64, |m, v| m.max(v.abs()));
+                assert!(worst <= 1e-6, "{what} ({path}): {name} should be 0, max |g| = {worst:.2e}");
+                continue;
+            }
+            let err = rel_err(&got, reference, 1e-6);
+            assert!(err <= 1e-4, "{what} ({path}): {name} relative error {err:.2e}");
+        }
+    }
+}
+
+fn named(list: Vec<(String, &ArrayD<f32>)>) -> BTreeMap<String, ArrayD<f32>> {
+    list.into_iter().map(|(n, t)| (n, t.clone())).collect()
+}
+
+#[test]
+fn gpt_matches_the_interpreter_at_odd_sizes_and_single_rows() {
+    // d = 48, H = 3 (d_k = 16), T = 17, V = 97; then a one-sequence batch, and T = 1.
+    for (b, t, d, h, f, v, l) in
+        [(2, 17, 48, 3, 40, 97, 2), (1, 17, 48, 3, 40, 97, 1), (3, 1, 12, 3, 20, 11, 1)]
+    {
+        let sizes = gpt::Sizes { D: d, H: h, F: f, V: v, T: t, L: l };
+        let params = gpt::Params::init(&sizes, 5).unwrap();
+        let tokens = indices(&[b, t], v, 1);
+        let targets = indices(&[b, t], v, 2);
+        let run = || {
+            let inputs = gpt::Inputs { tokens: tokens.view(), targets: targets.view() };
+            let mut grads = gpt::Params::zeros(&sizes).unwrap();
+            let loss = gpt::grads(&params, &inputs, &mut grads).unwrap();
+            (loss, named(grads.named()))
+        };
+        let dims = [("B", b), ("T", t), ("D", d), ("H", h), ("F", f), ("V", v), ("L", l)]
+            .map(|(k, x)| (k, x as i64));
+        let data = BTreeMap::from([
+            ("tokens".to_string(), Tensor::Index(tokens.mapv(i64::from))),
+            ("targets".to_string(), Tensor::Index(targets.mapv(i64::from))),
+        ]);
+        let want = interpret("gpt", &dims, named(params.named()), data);
+        compare(&format!("gpt B={b} T={t} D={d}"), &run, &want);
+    }
+}
+
+#[test]
+fn mlp_matches_the_interpreter_at_odd_sizes_and_single_rows() {
+    for (n, d, f, l) in [(37, 19, 45, 2), (1, 19, 45, 2), (5, 3, 7, 1)] {
+        let sizes = mlp::Sizes { D: d, F: f, L: l };
+        let params = mlp::Params::init(&sizes, 3).unwrap();
+        let x = noise(&[n, d], 4);
+        let t = indices(&[n], d, 5);
+        let run = || {
+            let inputs = mlp::Inputs { x: x.view(), t: t.view() };
+            let mut grads = mlp::Params::zeros(&sizes).unwrap();
+            let loss = mlp::grads(&params, &inputs, &mut grads).unwrap();
+            (loss, named(grads.named()))
+        };
+        let dims = [("N", n), ("D", d), ("F", f), ("L", l)].map(|(k, v)| (k, v as i64));
+        let data = BTreeMap::from([
+            ("x".to_string(), Tensor::Real(x.mapv(f64::from))),
+            ("t".to_string(), Tensor::Index(t.mapv(i64::from))),
+        ]);
+        let want = interpret("mlp", &dims, named(params.named()), data);
+        compare(&format!("mlp N={n} D={d}"), &run, &want);
+    }
+}
+
+#[test]
+fn attention_matches_the_interpreter_at_odd_sizes_and_single_rows() {
+    for (b, t, d, h) in [(3, 17, 48, 3), (1, 13, 15, 5), (2, 1, 6, 2)] {
+        let sizes = attn::Sizes { B: b, T: t, D: d, H: h };
+        let params = attn::Params::init(&sizes, 7).unwrap();
+        let x = noise(&[b * t, d], 8);
+        let y = noise(&[b * t, d], 9);
+        let run = || {
+            let inputs = attn::Inputs { x: x.view(), y: y.view() };
+            let mut grads = attn::Params::zeros(&sizes).unwrap();
+            let loss = attn::grads(&params, &inputs, &mut grads).unwrap();
+            (loss, named(grads.named()))
+        };
+        let dims = [("B", b), ("T", t), ("D", d), ("H", h)].map(|(k, v)| (k, v as i64));
+        let data = BTreeMap::from([
+            ("x".to_string(), Tensor::Real(x.mapv(f64::from))),
+            ("y".to_string(), Tensor::Real(y.mapv(f64::from))),
+        ]);
+        let want = interpret("attention", &dims, named(params.named()), data);
+        compare(&format!("attention B={b} T={t} D={d}"), &run, &want);
+    }
+}
