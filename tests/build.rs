@@ -3,7 +3,7 @@
 fn main() {
     for model in ["gpt", "mlp", "attention"] {
         if let Err(e) =
-            adjoint_compiler::build::compile_file(&format!("models/{model}.adj"), &format!("{model}.rs"))
+            adjoint_compiler::build::compile_file(format!("models/{model}.adj"), &format!("{model}.rs"))
         {
             eprintln!("{e}");
             std::process::exit(1);
