@@ -55,23 +55,40 @@ pub fn matmul_t(a: &Real, ta: bool, b: &Real, tb: bool) -> Result<Real> {
     let ((m, k), (_, n)) = (dims(a, ta), dims(b, tb));
     let mut out_shape = a.shape()[..ra - 2].to_vec();
     out_shape.extend([m, n]);
-    let batch = a.shape()[..ra - 2].iter().product::<usize>();
-    let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
-    let (Some(a), Some(b)) = (a.as_slice(), b.as_slice()) else {
-        bail!("matmul: operands are not contiguous")
-    };
-    let view = |data, rows, cols, tr: bool| {
-        if tr {
-            crate::gemm::MatRef::row_major(data, cols, rows).t()
-        } else {
-            crate::gemm::MatRef::row_major(data, rows, cols)
+    let lead = &a.shape()[..ra - 2];
+    let batch = lead.iter().product::<usize>();
+    let (a_data, a_strides) = strided(a);
+    let (b_data, b_strides) = strided(b);
+    // Matrix `i` of the batch, read through the operand's own strides (row-major,
+    // column-major, or a slice's), transposed by swapping them.
+    fn view<'d>(
+        data: &'d [f32],
+        strides: &[usize],
+        shape: &[usize],
+        i: usize,
+        tr: bool,
+    ) -> crate::gemm::MatRef<'d> {
+        let r = shape.len();
+        let mut offset = 0;
+        let mut rest = i;
+        for axis in (0..r - 2).rev() {
+            offset += (rest % shape[axis].max(1)) * strides[axis];
+            rest /= shape[axis].max(1);
         }
-    };
+        let m = crate::gemm::MatRef {
+            data: data.get(offset..).unwrap_or(&[]),
+            rows: shape[r - 2],
+            cols: shape[r - 1],
+            row_stride: strides[r - 2],
+            col_stride: strides[r - 1],
+        };
+        if tr { m.t() } else { m }
+    }
     // Written in place by the GEMM (which only writes its output) into a pooled buffer.
     let mut out = crate::pool::take(batch * m * n);
     let product = |i: usize, c: &mut [f32]| {
-        let left = view(&a[i * m * k..(i + 1) * m * k], m, k, ta);
-        let right = view(&b[i * k * n..(i + 1) * k * n], k, n, tb);
+        let left = view(&a_data, &a_strides, a.shape(), i, ta);
+        let right = view(&b_data, &b_strides, b.shape(), i, tb);
         crate::gemm::sgemm(left, right, c)
     };
     if batch > 1 && m * n > 0 && batch * m * n * k >= BATCH_PARALLEL_MIN_WORK {
@@ -84,6 +101,21 @@ pub fn matmul_t(a: &Real, ta: bool, b: &Real, tb: bool) -> Result<Real> {
         }
     }
     ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(shape_err("matmul"))
+}
+
+/// A tensor's elements and per-axis strides, borrowed when they form one block with
+/// non-negative strides (any axis order), else copied to row-major.
+fn strided(t: &Real) -> (std::borrow::Cow<'_, [f32]>, Vec<usize>) {
+    if t.strides().iter().all(|&s| s >= 0)
+        && let Some(data) = t.as_slice_memory_order()
+    {
+        return (std::borrow::Cow::Borrowed(data), t.strides().iter().map(|&s| s as usize).collect());
+    }
+    let mut strides = vec![1usize; t.ndim()];
+    for axis in (0..t.ndim().saturating_sub(1)).rev() {
+        strides[axis] = strides[axis + 1] * t.shape()[axis + 1];
+    }
+    (std::borrow::Cow::Owned(t.iter().copied().collect()), strides)
 }
 
 fn shape_err(op: &'static str) -> impl Fn(ndarray::ShapeError) -> Error {
@@ -151,9 +183,32 @@ pub fn pad<T: Clone + Default>(a: &ArrayD<T>, axis: usize, before: usize, after:
     Ok(out)
 }
 
-pub fn concat<T: Clone>(parts: &[&ArrayD<T>], axis: usize) -> Result<ArrayD<T>> {
-    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    ndarray::concatenate(Axis(axis), &views).map_err(shape_err("concat"))
+/// The parts joined along `axis`, in row-major order (`ndarray::concatenate` may return
+/// column-major, which the fused loops' flat views would refuse).
+pub fn concat<T: Clone + Default>(parts: &[&ArrayD<T>], axis: usize) -> Result<ArrayD<T>> {
+    let Some(first) = parts.first() else { bail!("concat: no parts") };
+    need_axis("concat", first.ndim(), axis)?;
+    let mut shape = first.shape().to_vec();
+    shape[axis] = 0;
+    for p in parts {
+        let mut s = p.shape().to_vec();
+        if s.len() != shape.len() {
+            bail!("concat: parts {:?} and {:?} differ in rank", first.shape(), p.shape());
+        }
+        s[axis] = 0;
+        if s != shape {
+            bail!("concat: parts {:?} and {:?} differ off axis {axis}", first.shape(), p.shape());
+        }
+    }
+    shape[axis] = parts.iter().map(|p| p.shape()[axis]).sum();
+    let mut out = ArrayD::from_elem(IxDyn(&shape), T::default());
+    let mut start = 0;
+    for p in parts {
+        let len = p.shape()[axis];
+        out.slice_axis_mut(Axis(axis), Slice::from(start..start + len)).assign(*p);
+        start += len;
+    }
+    Ok(out)
 }
 
 /// A new axis `axis` of `size`, the input repeated along it.
@@ -411,6 +466,39 @@ mod tests {
         assert!(fast_tanh(f32::INFINITY) <= 1.0 && fast_tanh(f32::INFINITY) > 0.999_999);
         assert!(fast_tanh(1e4) <= 1.0 && fast_tanh(-1e4) >= -1.0);
         assert!(fast_tanh(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn products_read_any_layout_without_copies_and_agree() {
+        let a = ArrayD::from_shape_fn(IxDyn(&[2, 5, 3]), |ix| {
+            (ix[0] * 15 + ix[1] * 3 + ix[2]) as f32 * 0.1 - 1.0
+        });
+        let b = ArrayD::from_shape_fn(IxDyn(&[2, 3, 4]), |ix| {
+            (ix[0] * 12 + ix[1] * 4 + ix[2]) as f32 * 0.05 - 0.5
+        });
+        let want = matmul(&a, &b).unwrap();
+        for i in 0..2 {
+            for r in 0..5 {
+                for c in 0..4 {
+                    let dot: f32 = (0..3).map(|k| a[[i, r, k]] * b[[i, k, c]]).sum();
+                    assert!((want[[i, r, c]] - dot).abs() < 1e-5);
+                }
+            }
+        }
+        // Column-major operands, transposed flags, and both at once.
+        let a_f = a.as_standard_layout().reversed_axes().as_standard_layout().into_owned().reversed_axes();
+        assert!(!a_f.is_standard_layout() && a_f == a);
+        assert_eq!(matmul(&a_f, &b).unwrap(), want);
+        let a_t = permute(&a, &[0, 2, 1]).unwrap();
+        let b_t = permute(&b, &[0, 2, 1]).unwrap();
+        assert_eq!(matmul_t(&a_t, true, &b_t, true).unwrap(), want);
+        assert_eq!(matmul_t(&a, false, &b_t, true).unwrap(), want);
+        // A column slice: strided rows.
+        let wide = concat(&[&b, &b], 2).unwrap();
+        assert!(wide.is_standard_layout());
+        let part = wide.slice_axis(Axis(2), Slice::from(4..8)).to_owned();
+        assert_eq!(matmul(&a, &part).unwrap(), want);
+        assert!(matmul_t(&a, true, &b, false).is_err());
     }
 
     #[test]
