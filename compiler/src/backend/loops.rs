@@ -356,6 +356,8 @@ pub fn emit_group(g: &Graph, s: &Schedule, gi: usize, names: &Names, cx: &Emit) 
             ::adjoint::fused::rows(
                 __rows, __n, #scratch,
                 [#((::adjoint::fused::write(&mut #out_locals)?, #widths)),*],
+                // Inlined into each instruction-set build of the row driver.
+                #[inline(always)]
                 |__r, [#(#out_idents),*], __scratch| {
                     #(#reslice)*
                     #scratch_lines
