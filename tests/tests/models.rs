@@ -177,3 +177,17 @@ fn attention_matches_the_interpreter_at_odd_sizes_and_single_rows() {
         compare(&format!("attention B={b} T={t} D={d}"), &run, &want);
     }
 }
+
+/// Each model's execution plan (fused loops, kernels, saved bytes) is a snapshot: a
+/// change in what is fused, saved or recomputed shows up in review.
+#[test]
+fn plans_snapshot() {
+    for model in ["gpt", "mlp", "attention"] {
+        let path = format!("{}/models/{model}.adj", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let compiled = adjoint_compiler::build::compile_text(&text, &path).unwrap();
+        let plan = adjoint_compiler::backend::plan::describe(&compiled.program);
+        assert_eq!(plan, adjoint_compiler::backend::plan::describe(&compiled.program));
+        insta::assert_snapshot!(format!("plan_{model}"), plan);
+    }
+}

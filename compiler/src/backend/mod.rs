@@ -11,6 +11,7 @@ pub use formulas::param_formulas;
 pub mod formulas;
 mod items;
 mod loops;
+pub mod plan;
 pub mod schedule;
 mod stage;
 

@@ -76,17 +76,29 @@ fn bind_input(p: &Program, stage: &Stage, id: ValueId) -> Option<TokenStream> {
     None
 }
 
-pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
+/// What a stage's two passes compute and hand over: the backward schedule, the forward
+/// values it reads (saved), and the forward values it recomputes instead.
+pub struct StagePlan {
+    pub forward_set: Vec<bool>,
+    pub forward_roots: Vec<ValueId>,
+    pub grad_roots: Vec<ValueId>,
+    pub backward: Schedule,
+    /// Everything the backward pass reads and does not compute (saved values, inputs).
+    pub read_back: BTreeSet<ValueId>,
+    pub saved: BTreeSet<ValueId>,
+    pub recompute: BTreeSet<ValueId>,
+}
+
+/// The forward/backward split of a stage with a backward pass.
+pub fn plan(stage: &Stage) -> Option<StagePlan> {
     let g = &stage.graph;
-    let Some(back) = &stage.backward else { return quote!() };
+    let back = stage.backward.as_ref()?;
     let forward_set = g.ancestors(&[stage.output]);
     let mut grad_roots: Vec<ValueId> = back.param_grads.iter().map(|x| x.1).collect();
     grad_roots.extend(back.carry_grad);
     let all = g.ancestors(&grad_roots);
-    let seed = back.seed;
     let carry = stage.carry_in.as_ref().map(|c| c.1);
     let is_input = |id: ValueId| matches!(g.node(id).op, Op::Source(Source::Input { .. }));
-
     // The backward pass recomputes one-hots from their indices rather than saving a
     // `[N, V]` tensor of zeros and ones.
     let recompute: BTreeSet<ValueId> = g
@@ -97,20 +109,38 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
     let backward_wanted: Vec<bool> =
         g.ids().map(|id| all[id.index()] && (!forward_set[id.index()] || recompute.contains(&id))).collect();
     let backward_leaf = |id: ValueId| (forward_set[id.index()] && !recompute.contains(&id)) || is_input(id);
-    let backward_plan = schedule::schedule(g, &backward_wanted, &backward_leaf, &grad_roots);
+    let backward = schedule::schedule(g, &backward_wanted, &backward_leaf, &grad_roots);
     // Forward values the backward pass reads (and only those) are saved; parameters and
     // data are re-read, not saved.
     let computed: Vec<bool> = g.ids().map(|id| backward_wanted[id.index()] && !backward_leaf(id)).collect();
-    let read_back = backward_plan.leaves_read(&computed);
+    let read_back = backward.leaves_read(&computed);
     let saved: BTreeSet<ValueId> = read_back
         .iter()
         .copied()
         .filter(|&id| forward_set[id.index()] && (!is_input(id) || Some(id) == carry))
         .collect();
-
-    // ---- forward ----
     let mut forward_roots = vec![stage.output];
     forward_roots.extend(saved.iter().copied());
+    Some(StagePlan { forward_set, forward_roots, grad_roots, backward, read_back, saved, recompute })
+}
+
+/// The forward pass's schedule.
+pub fn forward_schedule(stage: &Stage, wanted: &[bool], roots: &[ValueId]) -> Schedule {
+    let g = &stage.graph;
+    let is_input = |id: ValueId| matches!(g.node(id).op, Op::Source(Source::Input { .. }));
+    schedule::schedule(g, wanted, &is_input, roots)
+}
+
+pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
+    let g = &stage.graph;
+    let (Some(back), Some(plan)) = (&stage.backward, plan(stage)) else { return quote!() };
+    let StagePlan {
+        forward_set, forward_roots, grad_roots, backward: backward_plan, read_back, saved, ..
+    } = plan;
+    let seed = back.seed;
+    let carry = stage.carry_in.as_ref().map(|c| c.1);
+
+    // ---- forward ----
     let (fwd, is_ref) = forward_lines(p, stage, &forward_set, &forward_roots, cx);
     let out = local(g, stage.output);
     let out_expr = if is_ref.contains(&stage.output) {
@@ -211,7 +241,7 @@ fn forward_lines(
     let g = &stage.graph;
     let carry = stage.carry_in.as_ref().map(|c| c.1);
     let is_input = |id: ValueId| matches!(g.node(id).op, Op::Source(Source::Input { .. }));
-    let plan = schedule::schedule(g, wanted, &is_input, roots);
+    let plan = forward_schedule(stage, wanted, roots);
     let computed: Vec<bool> = g.ids().map(|id| wanted[id.index()] && !is_input(id)).collect();
     let mut lines = Vec::new();
     let mut is_ref = BTreeSet::new();

@@ -7,6 +7,7 @@
 //! adjoint MODEL.adj --out gen.rs    also write the generated Rust, formatted
 //! adjoint MODEL.adj --derived       the derivation as autodiff wrote it, unsimplified
 //! adjoint MODEL.adj --report        the simplifier's report per stage (cost, e-graph, time)
+//! adjoint MODEL.adj --plan          the execution plan: fused loops, kernels, saved bytes
 //! adjoint MODEL.adj --sizes T=64,D=768   representative sizes for the cost model
 //! adjoint MODEL.adj --explain h.attn.wq  why the simplified gradient equals the derived one
 //! ```
@@ -29,9 +30,9 @@ fn main() {
 }
 
 fn run(args: Vec<String>) -> Result<(), String> {
-    let usage = "usage: adjoint MODEL.adj [--latex | --markdown] [--out FILE.rs] [--derived] [--report] [--sizes K=V,...] [--explain PARAM]";
+    let usage = "usage: adjoint MODEL.adj [--latex | --markdown] [--out FILE.rs] [--derived] [--report] [--plan] [--sizes K=V,...] [--explain PARAM]";
     let (mut file, mut style, mut markdown, mut out) = (None, Style::Unicode, false, None);
-    let (mut settings, mut report, mut explain) = (Settings::default(), false, None);
+    let (mut settings, mut report, mut explain, mut plan) = (Settings::default(), false, None, false);
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -40,6 +41,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
             "--out" => out = Some(it.next().ok_or(usage)?),
             "--derived" => settings.simplify = false,
             "--report" => report = true,
+            "--plan" => plan = true,
             "--explain" => explain = Some(it.next().ok_or(usage)?),
             "--sizes" => {
                 for kv in it.next().ok_or(usage)?.split(',') {
@@ -61,6 +63,10 @@ fn run(args: Vec<String>) -> Result<(), String> {
     }
     let started = std::time::Instant::now();
     let compiled = compile_text_with(&text, &file, &settings)?;
+    if plan {
+        print!("{}", adjoint_compiler::backend::plan::describe(&compiled.program));
+        return Ok(());
+    }
     if report {
         let p = &compiled.program;
         for (k, (stage, r)) in p.stages.iter().zip(&compiled.reports).enumerate() {

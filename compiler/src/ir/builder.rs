@@ -209,11 +209,13 @@ impl Graph {
         self.apply(Op::Reduce(Reduce::Sum { axis }), &[a])
     }
 
-    /// The sum of every element: a scalar.
+    /// The sum of every element: a scalar. Innermost axis first: a last-axis sum fuses
+    /// into the loop that produces its operand, so the summand is never stored.
     pub fn sum_all(&mut self, a: ValueId) -> Result<ValueId> {
         let mut v = a;
         while self.shape(v).rank() > 0 {
-            v = self.sum(v, 0)?;
+            let last = self.shape(v).rank() - 1;
+            v = self.sum(v, last)?;
         }
         Ok(v)
     }

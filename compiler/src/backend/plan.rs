@@ -1,0 +1,127 @@
+//! The execution plan as text (`adjoint MODEL --plan`): per stage, the fused loops and
+//! kernels of each pass, what the forward pass saves for the backward pass with its
+//! size at the representative sizes, and what the backward pass recomputes and why.
+//! Deterministic, so it can be snapshot-tested.
+
+use std::fmt::Write;
+
+use super::schedule::{Item, Level, Schedule, transposed_source};
+use super::stage::{self, StagePlan};
+use crate::egraph::Sizes;
+use crate::ir::{Graph, ValueId};
+use crate::ops::Op;
+use crate::program::Program;
+
+/// A value's name for the plan: its formula name if it has one.
+fn name(g: &Graph, id: ValueId) -> String {
+    match g.display_name(id) {
+        Some(n) => format!("{n} (v{})", id.0),
+        None => format!("v{}", id.0),
+    }
+}
+
+fn bytes(sizes: &Sizes, g: &Graph, id: ValueId) -> f64 {
+    // f32 values and i32 indices alike.
+    sizes.numel(g.shape(id)) * 4.0
+}
+
+fn human(b: f64) -> String {
+    if b >= 1024.0 * 1024.0 {
+        format!("{:.2} MiB", b / (1024.0 * 1024.0))
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+/// One pass's schedule: a line per fused loop and per kernel.
+fn pass(out: &mut String, g: &Graph, s: &Schedule, sizes: &Sizes) {
+    let (mut loops, mut kernels, mut products) = (0, 0, 0);
+    for item in &s.items {
+        match *item {
+            Item::Group(gi) => {
+                loops += 1;
+                let group = &s.groups[gi];
+                let rows: Vec<&ValueId> =
+                    group.members.iter().filter(|&&m| s.member(m).map(|x| x.1) == Some(Level::Row)).collect();
+                let writes: Vec<String> = group
+                    .members
+                    .iter()
+                    .filter(|&&m| s.is_needed(m))
+                    .map(|&m| format!("{} {}", name(g, m), g.shape(m)))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "    loop over {} ({} ops, {} row values): writes {}",
+                    g.shape(group.space),
+                    group.members.len(),
+                    rows.len(),
+                    writes.join(", ")
+                );
+            }
+            Item::Kernel(id) => {
+                kernels += 1;
+                if matches!(g.node(id).op, Op::Matmul) {
+                    products += 1;
+                }
+                // Products name a transposed operand by its source, read through strides.
+                let operand = |i: ValueId| match (&g.node(id).op, transposed_source(g, i)) {
+                    (Op::Matmul, Some(src)) => format!("{}ᵀ", name(g, src)),
+                    _ => name(g, i),
+                };
+                let _ = writeln!(
+                    out,
+                    "    {} {} → {} ({})",
+                    g.node(id).op.mnemonic(),
+                    g.node(id).inputs.iter().map(|&i| operand(i)).collect::<Vec<_>>().join(", "),
+                    name(g, id),
+                    human(bytes(sizes, g, id))
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "    = {loops} fused loops, {kernels} kernels ({products} products)");
+}
+
+/// The whole program's plan.
+pub fn describe(p: &Program) -> String {
+    let sizes = Sizes { sizes: p.sizes.clone(), default: 64 };
+    let mut out = String::new();
+    let at: Vec<String> = p.sizes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(out, "plan of `{}` (bytes at {})", p.name, at.join(", "));
+    for (k, st) in p.stages.iter().enumerate() {
+        let g = &st.graph;
+        let what = match st.repeat {
+            Some(l) => format!("loop body over `{}`, once per layer", p.loops[l].var),
+            None if k + 1 == p.stages.len() => "the loss stage".to_string(),
+            None => "before the loop".to_string(),
+        };
+        let _ = writeln!(out, "\nstage {k}, {what}");
+        let Some(StagePlan { forward_set, forward_roots, backward, saved, recompute, .. }) = stage::plan(st)
+        else {
+            continue;
+        };
+        let forward = stage::forward_schedule(st, &forward_set, &forward_roots);
+        let _ = writeln!(out, "  forward:");
+        pass(&mut out, g, &forward, &sizes);
+        let total = saved.iter().fold(0.0, |t, &id| t + bytes(&sizes, g, id));
+        let _ = writeln!(out, "  saved for the backward pass: {} tensors, {}", saved.len(), human(total));
+        for &id in &saved {
+            let _ = writeln!(out, "    {} {} {}", name(g, id), g.shape(id), human(bytes(&sizes, g, id)));
+        }
+        for &id in &recompute {
+            let _ = writeln!(
+                out,
+                "  recomputed: {} {}, a one-hot, from its indices where it is read: saving it would \
+                 cost {} per step",
+                name(g, id),
+                g.shape(id),
+                human(bytes(&sizes, g, id))
+            );
+        }
+        let _ = writeln!(out, "  backward:");
+        pass(&mut out, g, &backward, &sizes);
+    }
+    out
+}
