@@ -143,6 +143,28 @@ pub fn permute<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> Result<ArrayD<T>> {
         Zip::from(out.rows_mut()).and(view.rows()).for_each(|mut o, i| o.assign(&i));
         return Ok(out);
     }
+    if n >= 2
+        && perm[..n - 2].iter().enumerate().all(|(i, &p)| i == p)
+        && (perm[n - 2], perm[n - 1]) == (n - 1, n - 2)
+        && let (Some(src), Some(first)) = (a.as_slice(), a.first())
+    {
+        // A (batched) transpose: in 32 × 32 tiles, so reads and writes both stay in cache.
+        const TILE: usize = 32;
+        let (rows, cols) = (a.shape()[n - 2], a.shape()[n - 1]);
+        let mut out = vec![first.clone(); src.len()];
+        for (from, to) in src.chunks_exact(rows * cols).zip(out.chunks_exact_mut(rows * cols)) {
+            for r0 in (0..rows).step_by(TILE) {
+                for c0 in (0..cols).step_by(TILE) {
+                    for r in r0..(r0 + TILE).min(rows) {
+                        for c in c0..(c0 + TILE).min(cols) {
+                            to[c * rows + r] = from[r * cols + c].clone();
+                        }
+                    }
+                }
+            }
+        }
+        return ArrayD::from_shape_vec(view.raw_dim(), out).map_err(shape_err("permute"));
+    }
     Ok(view.as_standard_layout().into_owned())
 }
 
@@ -169,6 +191,19 @@ pub fn slice<T: Clone>(a: &ArrayD<T>, axis: usize, start: usize, len: usize) -> 
     need_axis("slice", a.ndim(), axis)?;
     if start + len > a.shape()[axis] {
         bail!("slice: {start}..{} exceeds axis {axis} of size {}", start + len, a.shape()[axis]);
+    }
+    if let Some(src) = a.as_slice() {
+        // Row-major: the slice is one contiguous block per index of the axes before it.
+        let inner: usize = a.shape()[axis + 1..].iter().product();
+        let outer: usize = a.shape()[..axis].iter().product();
+        let (stride, block) = (a.shape()[axis] * inner, len * inner);
+        let mut out = Vec::with_capacity(outer * block);
+        for o in 0..outer {
+            out.extend_from_slice(&src[o * stride + start * inner..][..block]);
+        }
+        let mut shape = a.shape().to_vec();
+        shape[axis] = len;
+        return ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(shape_err("slice"));
     }
     Ok(a.slice_axis(Axis(axis), Slice::from(start..start + len)).to_owned())
 }
@@ -512,6 +547,19 @@ mod tests {
             assert_eq!(got, want, "{perm:?}");
             assert!(got.is_standard_layout());
         }
+        for (shape, perm) in [(vec![3, 70, 45], [0, 2, 1]), (vec![1, 1, 1], [0, 2, 1]), (vec![2, 0, 5], [0, 2, 1])] {
+            let x = ArrayD::from_shape_fn(IxDyn(&shape), |ix| (ix[0] * 10000 + ix[1] * 100 + ix[2]) as f32);
+            let want = x.view().permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned();
+            assert_eq!(permute(&x, &perm).unwrap(), want, "{shape:?}");
+        }
+        for axis in 0..4 {
+            let n = a.shape()[axis];
+            for (start, len) in [(0, n), (1, n - 1), (n / 2, 1), (n, 0)] {
+                let want = a.slice_axis(Axis(axis), Slice::from(start..start + len)).to_owned();
+                assert_eq!(slice(&a, axis, start, len).unwrap(), want, "axis {axis} {start}+{len}");
+            }
+        }
+        assert!(slice(&a, 3, 4, 2).is_err());
         let empty = ArrayD::<f32>::zeros(IxDyn(&[2, 0, 3]));
         assert_eq!(permute(&empty, &[1, 0, 2]).unwrap().shape(), &[0, 2, 3]);
     }
