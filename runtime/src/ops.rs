@@ -465,6 +465,14 @@ pub fn fill(value: f32, shape: &[usize]) -> Real {
     ArrayD::from_elem(IxDyn(shape), value)
 }
 
+/// `dst = src`, by moving `src`'s buffer in (the old one goes back to the pool): a
+/// parameter's first gradient contribution costs no copy.
+pub fn store(dst: &mut Real, src: Real) -> Result<()> {
+    same_shape("store", dst, &src)?;
+    crate::pool::recycle(std::mem::replace(dst, src));
+    Ok(())
+}
+
 /// `dst += src`, for gradients a parameter receives from several places.
 pub fn accumulate(dst: &mut Real, src: &Real) -> Result<()> {
     same_shape("accumulate", dst, src)?;

@@ -263,6 +263,21 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
                 }
             }
 
+            /// Shaped like `other`, keeping this value's buffers (and contents) where the
+            /// shapes already match: for gradients that are about to be overwritten.
+            pub fn shape_like(&mut self, other: &Params) {
+                if self.sizes != other.sizes || self.named().len() != other.named().len() {
+                    *self = other.clone();
+                }
+                self.sizes = other.sizes;
+                let shapes: ::std::vec::Vec<::std::vec::Vec<usize>> = other.named().iter().map(|(_, t)| t.shape().to_vec()).collect();
+                for ((_, t), shape) in self.named_mut().into_iter().zip(shapes) {
+                    if t.shape() != shape.as_slice() {
+                        *t = ::adjoint::ops::fill(0.0, &shape);
+                    }
+                }
+            }
+
             /// Every tensor under its file name (`wte`, `h0.attn.wq`, ...), in declaration order.
             pub fn named(&self) -> ::std::vec::Vec<(::std::string::String, &Real)> {
                 let mut __out = ::std::vec::Vec::new();

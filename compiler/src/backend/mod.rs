@@ -64,6 +64,14 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
     let mut fwd = Vec::new();
     let mut bwd = Vec::new();
     let last = p.stages.len() - 1;
+    // Backward runs the stages last to first: a parameter's first contribution in that
+    // order moves its buffer into `grads`, later ones add to it.
+    let mut first_in_backward = vec![None; p.params.len()];
+    for (k, s) in p.stages.iter().enumerate().rev() {
+        for &(i, _) in &s.params {
+            first_in_backward[i].get_or_insert(k);
+        }
+    }
     for (k, (s, n)) in p.stages.iter().zip(names).enumerate() {
         let (f, b) = (&n.forward, &n.backward);
         let saved = format_ident!("saved{}", k);
@@ -73,13 +81,14 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
             let lines = s.params.iter().map(|&(i, _)| {
                 let gf = stage::grad_field(p, i);
                 let pf = emit::field(&p.params[i].name);
-                match p.params[i].scope {
-                    crate::program::Scope::Model => {
-                        quote!(::adjoint::ops::accumulate(&mut __grads.#pf, &__g.#gf)?;)
-                    }
-                    crate::program::Scope::Loop(_) => {
-                        quote!(::adjoint::ops::accumulate(&mut #layer.#pf, &__g.#gf)?;)
-                    }
+                let dst = match p.params[i].scope {
+                    crate::program::Scope::Model => quote!(__grads.#pf),
+                    crate::program::Scope::Loop(_) => quote!(#layer.#pf),
+                };
+                if first_in_backward[i] == Some(k) {
+                    quote!(::adjoint::ops::store(&mut #dst, __g.#gf)?;)
+                } else {
+                    quote!(::adjoint::ops::accumulate(&mut #dst, &__g.#gf)?; ::adjoint::pool::recycle(__g.#gf);)
                 }
             });
             let carry = s.carry_in.as_ref().map(|_| quote!(__dx = __g.carry;));
@@ -90,7 +99,11 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
                 fwd.push(quote!(let (__out, #saved) = #f(&__env, __p, &__data, #carry)?;));
                 fwd.push(if k == last { quote!(let __loss = __out;) } else { quote!(let __x = __out;) });
                 let acc = accumulate(quote!(__grads));
-                bwd.push(quote! { let __g = #b(&__env, __p, &__data, &#saved, #seed)?; #acc });
+                bwd.push(quote! {
+                    let __g = #b(&__env, __p, &__data, &#saved, #seed)?;
+                    #saved.recycle();
+                    #acc
+                });
             }
             Some(l) => {
                 let var = emit::field(&p.loops[l].var);
@@ -106,13 +119,32 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
                 let acc = accumulate(quote!(__grads.#var[__i]));
                 bwd.push(quote! {
                     for __i in (0..__p.#var.len()).rev() {
-                        let __g = #b(&__env, __p, &__p.#var[__i], &__data, &#saved[__i], &__dx)?;
+                        let Some(__s) = #saved.pop() else { unreachable!("one saved set per layer") };
+                        let __g = #b(&__env, __p, &__p.#var[__i], &__data, &__s, &__dx)?;
+                        __s.recycle();
                         #acc
                     }
                 });
             }
         }
     }
+    // Parameters no stage differentiates (unused by the loss) get zeros.
+    let unused: Vec<TokenStream> = p
+        .params
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| first_in_backward[i].is_none())
+        .map(|(_, info)| {
+            let pf = emit::field(&info.name);
+            match info.scope {
+                crate::program::Scope::Model => quote!(__grads.#pf.fill(0.0);),
+                crate::program::Scope::Loop(l) => {
+                    let var = emit::field(&p.loops[l].var);
+                    quote!(for __layer in __grads.#var.iter_mut() { __layer.#pf.fill(0.0); })
+                }
+            }
+        })
+        .collect();
     bwd.reverse();
     quote! {
         /// The loss for these parameters and inputs.
@@ -129,8 +161,9 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
             let (__env, __data) = bind(params, inputs)?;
             let __p = params;
             #(#fwd)*
-            grads.zero_like(params);
+            grads.shape_like(params);
             let __grads = grads;
+            #(#unused)*
             // The gradient flowing back into each stage; the loss stage sets it first.
             let mut __dx: Real;
             #(#bwd)*

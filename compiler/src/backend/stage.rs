@@ -160,6 +160,14 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
         })
         .collect();
     let out_ty = elem_type(g, stage.output);
+    let recycle_fields: Vec<TokenStream> = saved
+        .iter()
+        .filter(|&&id| g.ty(id).dtype == DType::F32)
+        .map(|&id| {
+            let v = local(g, id);
+            quote!(::adjoint::pool::recycle(self.#v);)
+        })
+        .collect();
 
     // ---- backward ----
     let mut bwd = Vec::new();
@@ -213,6 +221,11 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
     let bdoc = format!(" Stage {}'s backward pass: the gradients of its parameters and of its input.", index);
     quote! {
         struct #saved_ty { #(#saved_fields: #saved_types,)* }
+        impl #saved_ty {
+            /// Hands the saved tensors' buffers back to the pool once the backward pass
+            /// has read them.
+            fn recycle(self) { #(#recycle_fields)* }
+        }
         struct #grads { #(#gfields: Real,)* }
         #[doc = #fdoc]
         fn #forward(__env: &::adjoint::dims::Env, __p: &Params, #layer_arg __data: &Data, #carry_arg)
