@@ -168,6 +168,14 @@ pub fn permute<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> Result<ArrayD<T>> {
     Ok(view.as_standard_layout().into_owned())
 }
 
+/// `reshape`, taking `a`'s buffer over instead of copying it when it is row-major.
+pub fn reshape_owned<T: Clone>(a: ArrayD<T>, shape: &[usize]) -> Result<ArrayD<T>> {
+    if a.is_standard_layout() && a.len() == shape.iter().product::<usize>() {
+        return a.into_shape_with_order(IxDyn(shape)).map_err(shape_err("reshape"));
+    }
+    reshape(&a, shape)
+}
+
 pub fn reshape<T: Clone>(a: &ArrayD<T>, shape: &[usize]) -> Result<ArrayD<T>> {
     if a.len() != shape.iter().product::<usize>() {
         bail!(
@@ -555,7 +563,9 @@ mod tests {
             assert_eq!(got, want, "{perm:?}");
             assert!(got.is_standard_layout());
         }
-        for (shape, perm) in [(vec![3, 70, 45], [0, 2, 1]), (vec![1, 1, 1], [0, 2, 1]), (vec![2, 0, 5], [0, 2, 1])] {
+        for (shape, perm) in
+            [(vec![3, 70, 45], [0, 2, 1]), (vec![1, 1, 1], [0, 2, 1]), (vec![2, 0, 5], [0, 2, 1])]
+        {
             let x = ArrayD::from_shape_fn(IxDyn(&shape), |ix| (ix[0] * 10000 + ix[1] * 100 + ix[2]) as f32);
             let want = x.view().permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned();
             assert_eq!(permute(&x, &perm).unwrap(), want, "{shape:?}");

@@ -15,7 +15,7 @@ use super::emit::{Emit, field};
 use super::loops;
 use super::schedule::{self, Item, Schedule};
 use crate::ir::{DType, Graph, ValueId};
-use crate::ops::{IndexOp, Op, Source};
+use crate::ops::{IndexOp, Layout, Op, Source};
 use crate::program::{Program, Scope, Stage};
 
 /// How generated code refers to a stage's names.
@@ -294,14 +294,28 @@ fn items(
         }
     }
     let mut lines = Vec::new();
+    let mut consumed = BTreeSet::new();
     for (i, item) in plan.items.iter().enumerate() {
         lines.push(match *item {
-            Item::Kernel(id) => node(g, id, &local(g, id), is_ref, cx),
+            Item::Kernel(id) => {
+                // A reshape that is its operand's last reader takes the buffer over.
+                let input = g.node(id).inputs.first().copied();
+                match (&g.node(id).op, input) {
+                    (Op::Layout(Layout::Reshape(shape)), Some(x))
+                        if !is_ref.contains(&x) && !keep.contains(&x) && last_read.get(&x) == Some(&i) =>
+                    {
+                        consumed.insert(x);
+                        let (v, xl, shape) = (local(g, id), local(g, x), cx.shape(&shape.0));
+                        quote!(let #v = ::adjoint::ops::reshape_owned(#xl, #shape)?;)
+                    }
+                    _ => node(g, id, &local(g, id), is_ref, cx),
+                }
+            }
             Item::Group(gi) => loops::emit_group(g, plan, gi, &names, cx),
         });
         for (&v, _) in last_read.iter().filter(|&(_, &at)| at == i) {
             let owned_real = !is_ref.contains(&v) && g.ty(v).dtype == DType::F32 && plan.produced(v);
-            if owned_real && !keep.contains(&v) {
+            if owned_real && !keep.contains(&v) && !consumed.contains(&v) {
                 let l = local(g, v);
                 lines.push(quote!(::adjoint::pool::recycle(#l);));
             }
