@@ -76,8 +76,8 @@ pub fn run(o: &Options) -> Res<()> {
     let (mut times, mut losses) = (Vec::new(), Vec::new());
     for i in 0..o.warmup + o.steps {
         let started = Instant::now();
-        let loss = gpt::grads(&params, &inputs, &mut grads).map_err(|e| e.to_string())?;
-        sgd.update(LR, params.named_mut(), &grads.named()).map_err(|e| e.to_string())?;
+        let loss =
+            gpt::train_step(&mut params, &inputs, &mut grads, &mut sgd, LR).map_err(|e| e.to_string())?;
         let elapsed = started.elapsed().as_secs_f64();
         if i >= o.warmup {
             times.push(elapsed);

@@ -24,6 +24,31 @@ pub enum Method {
     AdamW { beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
 }
 
+/// Elements per parallel task of an update: large tensors (GPT-2's 38M-element
+/// embedding) are split over the pool; small ones stay whole. Each element's update
+/// reads only its own values, so the result does not depend on the split.
+const CHUNK: usize = 1 << 16;
+
+fn par_zip(p: &mut [f32], g: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    use rayon::prelude::*;
+    p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(p, g)| f(p, g));
+}
+
+fn par_zip3(
+    p: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    f: impl Fn(&mut [f32], &mut [f32], &mut [f32], &[f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    p.par_chunks_mut(CHUNK)
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .for_each(|(((p, m), v), g)| f(p, m, v, g));
+}
+
 /// An optimizer's method, step count and state.
 #[derive(Clone, Debug)]
 pub struct Optimizer {
@@ -59,7 +84,15 @@ impl Optimizer {
         for (name, p) in params {
             let g = grads[name.as_str()];
             match self.method {
-                Method::Sgd => p.zip_mut_with(g, |p, &g| *p -= lr * g),
+                Method::Sgd => {
+                    let sgd = |p: &mut f32, g: f32| *p -= lr * g;
+                    match (p.as_slice_mut(), g.as_slice()) {
+                        (Some(p), Some(g)) => {
+                            par_zip(p, g, |p, g| p.iter_mut().zip(g).for_each(|(p, &g)| sgd(p, g)))
+                        }
+                        _ => p.zip_mut_with(g, |p, &g| sgd(p, g)),
+                    }
+                }
                 Method::AdamW { beta1, beta2, eps, weight_decay } => {
                     let (m, v) = self
                         .moments
@@ -69,12 +102,24 @@ impl Optimizer {
                     let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
                     let decay = if p.ndim() >= 2 { weight_decay } else { 0.0 };
                     // One pass: both moments and the parameter per element.
-                    ndarray::Zip::from(&mut **p).and(&mut *m).and(&mut *v).and(g).for_each(|p, m, v, &g| {
+                    let adamw = |p: &mut f32, m: &mut f32, v: &mut f32, g: f32| {
                         *m = beta1 * *m + (1.0 - beta1) * g;
                         *v = beta2 * *v + (1.0 - beta2) * g * g;
                         let step = (*m / c1) / ((*v / c2).sqrt() + eps);
                         *p -= lr * (step + decay * *p);
-                    });
+                    };
+                    match (p.as_slice_mut(), m.as_slice_mut(), v.as_slice_mut(), g.as_slice()) {
+                        (Some(p), Some(m), Some(v), Some(g)) => par_zip3(p, m, v, g, |p, m, v, g| {
+                            for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                                adamw(p, m, v, g);
+                            }
+                        }),
+                        _ => ndarray::Zip::from(&mut **p)
+                            .and(&mut *m)
+                            .and(&mut *v)
+                            .and(g)
+                            .for_each(|p, m, v, &g| adamw(p, m, v, g)),
+                    }
                 }
             }
         }

@@ -3,7 +3,7 @@
 //!
 //! The module's public API (what `model!` promises, stable across code generators):
 //! `Sizes`, `Params` (+ one struct per loop's layer), `Grads`, `Inputs`, `loss`,
-//! `grads`, `formulas`, `SOURCE`, and with `output` statements `Outputs` and `outputs`. Inside, each stage is a forward and a backward
+//! `grads`, `train_step`, `formulas`, `SOURCE`, and with `output` statements `Outputs` and `outputs`. Inside, each stage is a forward and a backward
 //! function (`stage`); `loss` and `grads` run the stages, the loops over layers.
 
 pub mod emit;
@@ -168,6 +168,20 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
             let mut __dx: Real;
             #(#bwd)*
             ::adjoint::ops::scalar(&__loss)
+        }
+
+        /// One training step: the loss and every gradient (into `grads`, as `grads`
+        /// does), then `optimizer`'s update of every parameter at learning rate `lr`.
+        pub fn train_step(
+            params: &mut Params,
+            inputs: &Inputs,
+            grads: &mut Grads,
+            optimizer: &mut ::adjoint::optim::Optimizer,
+            lr: f32,
+        ) -> Result<f32> {
+            let __loss = self::grads(params, inputs, grads)?;
+            optimizer.update(lr, params.named_mut(), &grads.named())?;
+            Ok(__loss)
         }
     }
 }
