@@ -191,3 +191,28 @@ fn plans_snapshot() {
         insta::assert_snapshot!(format!("plan_{model}"), plan);
     }
 }
+
+/// `train_step` is `grads` followed by the optimizer's update, and lowers the loss.
+#[test]
+fn train_step_is_grads_then_update() {
+    use adjoint::optim::{Method, Optimizer};
+    let sizes = mlp::Sizes { D: 19, F: 45, L: 2 };
+    let mut params = mlp::Params::init(&sizes, 3).unwrap();
+    let x = noise(&[37, 19], 4);
+    let t = indices(&[37], 19, 5);
+    let inputs = mlp::Inputs { x: x.view(), t: t.view() };
+    let mut by_hand = params.clone();
+    let mut grads = mlp::Params::zeros(&sizes).unwrap();
+    let loss = mlp::grads(&by_hand, &inputs, &mut grads).unwrap();
+    for ((_, p), (_, g)) in by_hand.named_mut().into_iter().zip(grads.named()) {
+        p.zip_mut_with(g, |p, &g| *p -= 0.5 * g);
+    }
+    let mut sgd = Optimizer::new(Method::Sgd);
+    let stepped = mlp::train_step(&mut params, &inputs, &mut grads, &mut sgd, 0.5).unwrap();
+    assert_eq!(stepped, loss);
+    for ((name, a), (_, b)) in params.named().into_iter().zip(by_hand.named()) {
+        assert_eq!(a, b, "{name}");
+    }
+    let after = mlp::loss(&params, &inputs).unwrap();
+    assert!(after < loss, "one SGD step should lower the loss: {loss} → {after}");
+}
