@@ -71,12 +71,18 @@ impl<'a> MatRef<'a> {
 /// tiny config's step went from 6.2 to 7.1 ms at 2²¹).
 const PARALLEL_MIN_WORK: usize = 1 << 24;
 
-/// `c = a·b`, `c` row-major `a.rows × b.cols` (overwritten). Large products are split by
-/// rows of `c` across rayon's persistent pool; each element is still one dot product
-/// in the same order, so the result does not depend on the thread count.
+/// `c = a·b`, `c` row-major `a.rows × b.cols` (overwritten). Large products are split
+/// across rayon's persistent pool, by rows of `c` when it is taller than wide and by
+/// columns otherwise, so the operand each half re-packs is the smaller one; each
+/// element is still one dot product in the same order, so the result does not depend
+/// on the thread count.
 pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32]) -> Result<()> {
     check_product(a, b, c)?;
-    split(a, b, c, rayon::current_num_threads());
+    if a.cols == 0 {
+        c.fill(0.0);
+        return Ok(());
+    }
+    split(a, b, Out::whole(c, b.cols), rayon::current_num_threads());
     Ok(())
 }
 
@@ -98,38 +104,74 @@ pub fn threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// Halves the rows until each part is small or has one thread, then multiplies.
-fn split(a: MatRef, b: MatRef, c: &mut [f32], threads: usize) {
+/// A block of the output: `rows × cols` from `ptr`, rows `row_stride` apart, columns
+/// adjacent. Made only from an exclusive borrow of the whole output (`whole`) and by
+/// splitting a block into two disjoint ones, so no two blocks ever overlap.
+struct Out {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+}
+
+// SAFETY: an `Out` is exclusive access to its elements (blocks are disjoint, and the
+// `&mut [f32]` they came from stays borrowed until `sgemm` returns, after every
+// `rayon::join` has), so handing one to another thread hands over that access alone.
+unsafe impl Send for Out {}
+
+impl Out {
+    fn whole(c: &mut [f32], cols: usize) -> Out {
+        Out { ptr: c.as_mut_ptr(), rows: c.len().checked_div(cols).unwrap_or(0), cols, row_stride: cols }
+    }
+
+    fn split_rows(self, top: usize) -> (Out, Out) {
+        let bottom = Out { ptr: self.ptr.wrapping_add(top * self.row_stride), rows: self.rows - top, ..self };
+        (Out { rows: top, ..self }, bottom)
+    }
+
+    fn split_cols(self, left: usize) -> (Out, Out) {
+        let right = Out { ptr: self.ptr.wrapping_add(left), cols: self.cols - left, ..self };
+        (Out { cols: left, ..self }, right)
+    }
+}
+
+/// Halves the output until each part is small or has one thread, then multiplies.
+fn split(a: MatRef, b: MatRef, c: Out, threads: usize) {
     let (m, n) = (a.rows, b.cols);
-    if threads < 2 || m < 16 || m * n * a.cols < PARALLEL_MIN_WORK {
+    if threads < 2 || m * n * a.cols < PARALLEL_MIN_WORK || (m < 16 && n < 32) {
         sgemm_one(a, b, c);
         return;
     }
-    let top = m / 2;
-    let (c_top, c_bottom) = c.split_at_mut(top * n);
-    let a_top = MatRef { rows: top, ..a };
-    let a_bottom = MatRef { data: &a.data[top * a.row_stride..], rows: m - top, ..a };
-    rayon::join(
-        || split(a_top, b, c_top, threads / 2),
-        || split(a_bottom, b, c_bottom, threads - threads / 2),
-    );
+    let (t1, t2) = (threads / 2, threads - threads / 2);
+    if n > m && n >= 32 {
+        // Wide: each half packs all of `a` and half of `b` (the larger operand).
+        let left = (n / 2).div_ceil(16) * 16;
+        let (c_left, c_right) = c.split_cols(left);
+        let b_left = MatRef { cols: left, ..b };
+        let b_right = MatRef { data: &b.data[left * b.col_stride..], cols: n - left, ..b };
+        rayon::join(|| split(a, b_left, c_left, t1), || split(a, b_right, c_right, t2));
+    } else {
+        let top = m / 2;
+        let (c_top, c_bottom) = c.split_rows(top);
+        let a_top = MatRef { rows: top, ..a };
+        let a_bottom = MatRef { data: &a.data[top * a.row_stride..], rows: m - top, ..a };
+        rayon::join(|| split(a_top, b, c_top, t1), || split(a_bottom, b, c_bottom, t2));
+    }
 }
 
-/// One product on this thread; the views are already checked.
-fn sgemm_one(a: MatRef, b: MatRef, c: &mut [f32]) {
+/// One product on this thread; the views are already checked and `k > 0`.
+fn sgemm_one(a: MatRef, b: MatRef, c: Out) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if m == 0 || n == 0 {
         return;
     }
-    if k == 0 {
-        c.fill(0.0);
-        return;
-    }
-    // SAFETY: `check` (in `sgemm`, on the whole views; a row block of a checked view is
-    // inside it) proved that every element the two views address lies inside their
-    // slices and that the strides fit `isize`; `c` is an exclusive borrow of exactly
-    // m·n elements addressed row-major (row stride n, column stride 1), and cannot
-    // alias `a` or `b` (shared borrows). With beta = 0, `c` is only written.
+    debug_assert!(c.rows == m && c.cols == n);
+    // SAFETY: `check` (in `sgemm`, on the whole views; a row or column block of a
+    // checked view is inside it) proved that every element the two views address lies
+    // inside their slices and that the strides fit `isize`; `c` is exclusive access to
+    // an m×n block of the output slice (row stride `c.row_stride` ≤ the output's width,
+    // column stride 1; see `Out`), which cannot alias `a` or `b` (shared borrows). With
+    // beta = 0, `c` is only written.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -143,8 +185,8 @@ fn sgemm_one(a: MatRef, b: MatRef, c: &mut [f32]) {
             b.row_stride as isize,
             b.col_stride as isize,
             0.0,
-            c.as_mut_ptr(),
-            n as isize,
+            c.ptr,
+            c.row_stride as isize,
             1,
         );
     }
@@ -248,18 +290,24 @@ mod tests {
 
     #[test]
     fn threaded_products_equal_single_threaded_ones_bit_for_bit() {
-        let (m, k, n) = (1031, 129, 131); // above the parallel threshold, odd everywhere
-        let (a, b) = (data(m * k, 3), data(k * n, 4));
-        let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
-        for left in [MatRef::row_major(&a, m, k), MatRef::row_major(&at, k, m).t()] {
-            let right = MatRef::row_major(&b, k, n);
-            let mut one = vec![0f32; m * n];
-            sgemm_one(left, right, &mut one);
-            for threads in [2, 3, 4] {
-                let mut many = vec![f32::NAN; m * n];
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                pool.install(|| sgemm(left, right, &mut many)).unwrap();
-                assert!(one.iter().zip(&many).all(|(x, y)| x.to_bits() == y.to_bits()), "{threads} threads");
+        // Above the parallel threshold, odd everywhere; tall (split by rows) and wide
+        // (split by columns), with plain and transposed left operands.
+        for (m, k, n) in [(1031, 129, 131), (131, 129, 1031)] {
+            let (a, b) = (data(m * k, 3), data(k * n, 4));
+            let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+            for left in [MatRef::row_major(&a, m, k), MatRef::row_major(&at, k, m).t()] {
+                let right = MatRef::row_major(&b, k, n);
+                let mut one = vec![0f32; m * n];
+                sgemm_one(left, right, Out::whole(&mut one, n));
+                let want = naive(left, right);
+                assert!(one.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-3), "{m}×{k}×{n}");
+                for threads in [2, 3, 4] {
+                    let mut many = vec![f32::NAN; m * n];
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    pool.install(|| sgemm(left, right, &mut many)).unwrap();
+                    let same = one.iter().zip(&many).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{m}×{k}×{n} on {threads} threads");
+                }
             }
         }
     }
