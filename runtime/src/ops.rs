@@ -406,9 +406,21 @@ pub fn gather(table: &Real, idx: &Index) -> Result<Real> {
     let rows = rows_of("gather", idx, table.shape()[0])?;
     let mut shape = idx.shape().to_vec();
     shape.extend_from_slice(&table.shape()[1..]);
-    let mut flat = Vec::with_capacity(shape.iter().product());
-    for r in rows {
-        flat.extend(table.index_axis(Axis(0), r).iter().copied());
+    let row_len: usize = table.shape()[1..].iter().product();
+    let mut flat = crate::pool::take(shape.iter().product());
+    match table.as_slice() {
+        Some(t) => {
+            for (k, r) in rows.into_iter().enumerate() {
+                flat[k * row_len..(k + 1) * row_len].copy_from_slice(&t[r * row_len..(r + 1) * row_len]);
+            }
+        }
+        None => {
+            for (k, r) in rows.into_iter().enumerate() {
+                for (o, v) in flat[k * row_len..(k + 1) * row_len].iter_mut().zip(table.index_axis(Axis(0), r)) {
+                    *o = *v;
+                }
+            }
+        }
     }
     ArrayD::from_shape_vec(shape, flat).map_err(shape_err("gather"))
 }
@@ -422,7 +434,9 @@ pub fn scatter_add(vals: &Real, idx: &Index, rows: usize) -> Result<Real> {
     let row_len: usize = vals.shape()[idx.ndim()..].iter().product();
     let mut shape = vec![rows];
     shape.extend_from_slice(&vals.shape()[idx.ndim()..]);
-    let mut out = vec![0.0f32; rows * row_len];
+    // A pooled buffer: for GPT-2 this is the 38M-element embedding gradient, every step.
+    let mut out = crate::pool::take(rows * row_len);
+    out.fill(0.0);
     let flat = vals.as_standard_layout();
     let flat = flat.as_slice().unwrap_or(&[]);
     for (k, &r) in targets.iter().enumerate() {
