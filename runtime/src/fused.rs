@@ -6,15 +6,16 @@
 //! splitting the rows over the persistent thread pool, handing each row its slice of
 //! every output, and compiling the closure for AVX2+FMA when the CPU has it. That last
 //! part works because `rows` is generic over the closure: the closure's body is inlined
-//! into a `#[target_feature]` function here, so the loops the user's crate emitted are
-//! vectorised for the machine they run on without the user's crate enabling anything.
+//! into a `#[target_feature]` function here (AVX-512, AVX2+FMA, or the portable build,
+//! chosen at run time), so the loops the user's crate emitted are vectorised for the
+//! machine they run on without the user's crate enabling anything.
 //!
 //! Every view is checked against the shape the generated code expects: a tensor of the
 //! wrong shape is an `Err`, never an out-of-bounds read.
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::{Result, bail};
 use crate::ops::{Index, Real};
@@ -23,25 +24,60 @@ use crate::ops::{Index, Real};
 /// waking the pool costs more than it saves.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
-/// Set, fused loops run their portable build even on CPUs with AVX2: for tests that
-/// must exercise both builds on one machine.
-static PORTABLE_ONLY: AtomicBool = AtomicBool::new(false);
-
-/// Forces (or stops forcing) the portable build of fused loops, process-wide.
-pub fn force_portable(on: bool) {
-    PORTABLE_ONLY.store(on, Ordering::Relaxed);
+/// The builds of a fused loop, from the most portable up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Path {
+    /// Baseline x86-64 (SSE2), or whatever the target offers elsewhere.
+    Portable = 1,
+    /// AVX2 and FMA.
+    Avx2 = 2,
+    /// AVX-512 (F, BW, DQ, VL) on top of AVX2 and FMA.
+    Avx512 = 3,
 }
 
-/// Whether fused loops run their AVX2+FMA build.
-pub fn has_avx2_fma() -> bool {
+/// The highest build fused loops may use (0: no cap): for tests that must exercise
+/// every build on one machine.
+static CAP: AtomicU8 = AtomicU8::new(0);
+
+/// Caps the build fused loops use, process-wide (`None` lifts the cap). A cap above
+/// what the CPU has changes nothing.
+pub fn force_path(cap: Option<Path>) {
+    CAP.store(cap.map_or(0, |p| p as u8), Ordering::Relaxed);
+}
+
+/// The build fused loops run on this CPU, under the cap.
+pub fn path() -> Path {
+    let best = best_path();
+    match CAP.load(Ordering::Relaxed) {
+        1 => Path::Portable,
+        2 => best.min(Path::Avx2),
+        _ => best,
+    }
+}
+
+/// Every build this CPU can run, for tests.
+pub fn paths() -> Vec<Path> {
+    [Path::Portable, Path::Avx2, Path::Avx512].into_iter().filter(|&p| p <= best_path()).collect()
+}
+
+fn best_path() -> Path {
     #[cfg(target_arch = "x86_64")]
     {
-        !PORTABLE_ONLY.load(Ordering::Relaxed)
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f")
+            && has!("avx512bw")
+            && has!("avx512dq")
+            && has!("avx512vl")
+            && has!("avx2")
+            && has!("fma")
+        {
+            return Path::Avx512;
+        }
+        if has!("avx2") && has!("fma") {
+            return Path::Avx2;
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    Path::Portable
 }
 
 /// A tensor for a fused loop's output, its buffer taken from the pool: its contents are
@@ -169,14 +205,36 @@ fn run_chunk<const K: usize, F>(
 ) where
     F: Fn(usize, [&mut [f32]; K], &mut [f32]),
 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above), which
-        // is all `chunk_avx2` requires; the function itself is safe code.
-        unsafe { chunk_avx2(r0, r1, part, per_row, scratch, body) };
-        return;
+    match path() {
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => {
+            // SAFETY: `path` returns `Avx512` only after `is_x86_feature_detected!` found
+            // every feature `chunk_avx512` enables; the function itself is safe code.
+            unsafe { chunk_avx512(r0, r1, part, per_row, scratch, body) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => {
+            // SAFETY: `path` returns `Avx2` only after `is_x86_feature_detected!` found
+            // AVX2 and FMA, all `chunk_avx2` enables; the function itself is safe code.
+            unsafe { chunk_avx2(r0, r1, part, per_row, scratch, body) }
+        }
+        _ => chunk(r0, r1, part, per_row, scratch, body),
     }
-    chunk(r0, r1, part, per_row, scratch, body);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+fn chunk_avx512<const K: usize, F>(
+    r0: usize,
+    r1: usize,
+    part: [&mut [f32]; K],
+    per_row: &[usize; K],
+    scratch: &mut [f32],
+    body: &F,
+) where
+    F: Fn(usize, [&mut [f32]; K], &mut [f32]),
+{
+    chunk(r0, r1, part, per_row, scratch, body)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -350,8 +408,10 @@ mod tests {
     }
 
     #[test]
-    fn rows_hands_each_row_its_slices_on_one_or_many_threads() {
-        for rows_n in [1usize, 3, 4096] {
+    fn rows_hands_each_row_its_slices_on_one_or_many_threads_and_every_build() {
+        for (cap, rows_n) in paths().into_iter().flat_map(|p| [(p, 1usize), (p, 3), (p, 4096)]) {
+            force_path(Some(cap));
+            assert_eq!(path(), cap);
             let width = 17;
             let mut a = vec![0f32; rows_n * width];
             let mut b = vec![0f32; rows_n];
@@ -365,8 +425,9 @@ mod tests {
                 b[0] = sum(s1);
             })
             .unwrap();
-            assert!(a.iter().enumerate().all(|(i, &v)| v == i as f32 + 1.0));
-            assert!(b.iter().all(|&v| v == width as f32));
+            force_path(None);
+            assert!(a.iter().enumerate().all(|(i, &v)| v == i as f32 + 1.0), "{cap:?}");
+            assert!(b.iter().all(|&v| v == width as f32), "{cap:?}");
         }
         let mut short = [0f32; 5];
         assert!(rows(2, 3, 0, [(&mut short[..], 3)], |_, _, _| {}).is_err());

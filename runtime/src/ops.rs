@@ -416,7 +416,9 @@ pub fn gather(table: &Real, idx: &Index) -> Result<Real> {
         }
         None => {
             for (k, r) in rows.into_iter().enumerate() {
-                for (o, v) in flat[k * row_len..(k + 1) * row_len].iter_mut().zip(table.index_axis(Axis(0), r)) {
+                for (o, v) in
+                    flat[k * row_len..(k + 1) * row_len].iter_mut().zip(table.index_axis(Axis(0), r))
+                {
                     *o = *v;
                 }
             }

@@ -1,8 +1,8 @@
 //! Every model under `models/`, generated code (f32, fused loops) against the
 //! compiler's interpreter (f64, one node at a time, the model unrolled): the loss and
 //! every parameter gradient to 1e-4 relative, at odd sizes (no size a multiple of the
-//! SIMD width), at single-row batches, and on both builds of the fused loops (AVX2+FMA
-//! where the CPU has it, and the portable one, forced).
+//! SIMD width), at single-row batches, and on every build of the fused loops this CPU
+//! can run (portable, AVX2+FMA, AVX-512), each forced in turn.
 
 use std::collections::BTreeMap;
 
@@ -73,11 +73,15 @@ fn compare(
     run: &dyn Fn() -> (f32, BTreeMap<String, ArrayD<f32>>),
     want: &(f64, BTreeMap<String, ArrayD<f64>>),
 ) {
-    for portable in [false, true] {
-        adjoint::fused::force_portable(portable);
+    // The build cap is process-wide: one comparison at a time.
+    static CAP_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = CAP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    for cap in adjoint::fused::paths() {
+        adjoint::fused::force_path(Some(cap));
+        assert_eq!(adjoint::fused::path(), cap);
         let (loss, grads) = run();
-        adjoint::fused::force_portable(false);
-        let path = if portable { "portable" } else { "dispatched" };
+        adjoint::fused::force_path(None);
+        let path = format!("{cap:?}");
         assert!(loss.is_finite(), "{what} ({path}): loss {loss}");
         assert!(
             (f64::from(loss) - want.0).abs() <= 1e-4 * want.0.abs().max(1e-3),
