@@ -222,35 +222,29 @@ fn run_chunk<const K: usize, F>(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-fn chunk_avx512<const K: usize, F>(
-    r0: usize,
-    r1: usize,
-    part: [&mut [f32]; K],
-    per_row: &[usize; K],
-    scratch: &mut [f32],
-    body: &F,
-) where
-    F: Fn(usize, [&mut [f32]; K], &mut [f32]),
-{
-    chunk(r0, r1, part, per_row, scratch, body)
+/// One build of `chunk` per instruction set: the same safe code under
+/// `#[target_feature]`, so the inlined loop body is compiled for those features.
+macro_rules! chunk_build {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        fn $name<const K: usize, F>(
+            r0: usize,
+            r1: usize,
+            part: [&mut [f32]; K],
+            per_row: &[usize; K],
+            scratch: &mut [f32],
+            body: &F,
+        ) where
+            F: Fn(usize, [&mut [f32]; K], &mut [f32]),
+        {
+            chunk(r0, r1, part, per_row, scratch, body)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn chunk_avx2<const K: usize, F>(
-    r0: usize,
-    r1: usize,
-    part: [&mut [f32]; K],
-    per_row: &[usize; K],
-    scratch: &mut [f32],
-    body: &F,
-) where
-    F: Fn(usize, [&mut [f32]; K], &mut [f32]),
-{
-    chunk(r0, r1, part, per_row, scratch, body)
-}
+chunk_build!(chunk_avx512, "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma");
+chunk_build!(chunk_avx2, "avx2,fma");
 
 /// The rows `r0..r1`, in order; inlined into each dispatch variant so the loop body is
 /// compiled once per instruction set.

@@ -177,17 +177,8 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
         bwd.push(quote!(let #v = &__saved.#v;));
         bref.insert(id);
     }
-    for &id in read_back.iter().filter(|&&id| !saved.contains(&id)) {
-        let v = local(g, id);
-        if Some(id) == seed {
-            bwd.push(quote!(let #v = __seed;));
-        } else if let Some(read) = bind_input(p, stage, id) {
-            bwd.push(quote!(let #v = #read;));
-        } else {
-            continue;
-        }
-        bref.insert(id);
-    }
+    let unsaved = read_back.iter().copied().filter(|id| !saved.contains(id));
+    bind_leaves(p, stage, unsaved, seed.map(|s| (s, quote!(__seed))), &mut bwd, &mut bref);
     let keep: BTreeSet<ValueId> = grad_roots.iter().copied().collect();
     bwd.extend(items(g, &backward_plan, &bref, &keep, cx));
     // A gradient is moved out once; borrowed or repeated ones are cloned.
@@ -258,20 +249,35 @@ fn forward_lines(
     let computed: Vec<bool> = g.ids().map(|id| wanted[id.index()] && !is_input(id)).collect();
     let mut lines = Vec::new();
     let mut is_ref = BTreeSet::new();
-    for id in plan.leaves_read(&computed) {
-        let v = local(g, id);
-        if Some(id) == carry {
-            lines.push(quote!(let #v = __carry;));
-        } else if let Some(read) = bind_input(p, stage, id) {
-            lines.push(quote!(let #v = #read;));
-        } else {
-            continue;
-        }
-        is_ref.insert(id);
-    }
+    let carried = carry.map(|c| (c, quote!(__carry)));
+    bind_leaves(p, stage, plan.leaves_read(&computed), carried, &mut lines, &mut is_ref);
     let keep: BTreeSet<ValueId> = roots.iter().copied().collect();
     lines.extend(items(g, &plan, &is_ref, &keep, cx));
     (lines, is_ref)
+}
+
+/// `let` bindings (references) for the leaves a pass reads: parameters and data from
+/// the caller's structs, and `special`, the pass's own argument (the carried input or
+/// the gradient seed). Values that are none of these (saved ones) are left to the caller.
+fn bind_leaves(
+    p: &Program,
+    stage: &Stage,
+    ids: impl IntoIterator<Item = ValueId>,
+    special: Option<(ValueId, TokenStream)>,
+    lines: &mut Vec<TokenStream>,
+    refs: &mut BTreeSet<ValueId>,
+) {
+    for id in ids {
+        let v = local(&stage.graph, id);
+        match &special {
+            Some((s, arg)) if *s == id => lines.push(quote!(let #v = #arg;)),
+            _ => match bind_input(p, stage, id) {
+                Some(read) => lines.push(quote!(let #v = #read;)),
+                None => continue,
+            },
+        }
+        refs.insert(id);
+    }
 }
 
 /// The schedule's items as statements: one `let` per kernel, one block per fused loop;
