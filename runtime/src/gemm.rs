@@ -8,6 +8,8 @@
 //! checked against its slice before the call: a bad view is an `Err`, never an
 //! out-of-bounds read.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use crate::error::{Result, bail};
 
 /// A `rows × cols` matrix in `data`: element `(i, j)` at `i·row_stride + j·col_stride`.
@@ -159,6 +161,33 @@ fn split(a: MatRef, b: MatRef, c: Out, threads: usize) {
     }
 }
 
+/// The micro-kernels a product can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// `matrixmultiply`'s (AVX-512 16×16, AVX2, or portable, its own dispatch).
+    Matrixmultiply,
+    /// The runtime's own packed AVX-512 12×32 kernel (`sgemm512`).
+    Avx512,
+}
+
+/// 0: choose per shape; 1 + `Kernel as u8`: forced (benchmarks and tests).
+static FORCED: AtomicU8 = AtomicU8::new(0);
+
+/// Forces one kernel for every product, process-wide (`None`: choose per shape). A
+/// kernel the CPU cannot run is never used.
+pub fn force_kernel(kernel: Option<Kernel>) {
+    FORCED.store(kernel.map_or(0, |k| k as u8 + 1), Ordering::Relaxed);
+}
+
+/// The kernel products run on: `matrixmultiply`'s unless the own one is forced (it
+/// measured no faster on any workload shape; `sgemm512`, BENCHMARKS.md).
+pub fn kernel() -> Kernel {
+    match FORCED.load(Ordering::Relaxed) {
+        2 if crate::sgemm512::available() => Kernel::Avx512,
+        _ => Kernel::Matrixmultiply,
+    }
+}
+
 /// One product on this thread; the views are already checked and `k > 0`.
 fn sgemm_one(a: MatRef, b: MatRef, c: Out) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
@@ -166,6 +195,12 @@ fn sgemm_one(a: MatRef, b: MatRef, c: Out) {
         return;
     }
     debug_assert!(c.rows == m && c.cols == n);
+    if kernel() == Kernel::Avx512 {
+        // SAFETY: `kernel` picks `Avx512` only when `sgemm512::available()`; `c` is
+        // exclusive access to this m×n block with row stride `c.row_stride` (see `Out`).
+        unsafe { crate::sgemm512::sgemm(a, b, c.ptr, c.row_stride) };
+        return;
+    }
     // SAFETY: `check` (in `sgemm`, on the whole views; a row or column block of a
     // checked view is inside it) proved that every element the two views address lies
     // inside their slices and that the strides fit `isize`; `c` is exclusive access to
@@ -257,9 +292,41 @@ mod tests {
 
     #[test]
     fn odd_sizes_and_transposed_views_match_the_naive_product() {
-        for &(m, k, n) in
-            &[(1, 1, 1), (1, 7, 1), (3, 5, 2), (17, 13, 31), (33, 64, 9), (65, 17, 129), (2, 300, 3)]
-        {
+        let _serial = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        for kernel in kernels() {
+            force_kernel(Some(kernel));
+            assert_eq!(super::kernel(), kernel);
+            odd_sizes_on_one_kernel();
+        }
+        force_kernel(None);
+    }
+
+    /// The kernels this CPU can run.
+    fn kernels() -> Vec<Kernel> {
+        let mut all = vec![Kernel::Matrixmultiply];
+        if crate::sgemm512::available() {
+            all.push(Kernel::Avx512);
+        }
+        all
+    }
+
+    /// Products force a kernel process-wide: tests that force one run one at a time.
+    static KERNEL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn odd_sizes_on_one_kernel() {
+        // Edge tiles in every direction, and more than one block of the own kernel's
+        // `KC` (256), `MC` (240) and `NC` (2048).
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 7, 1),
+            (3, 5, 2),
+            (17, 13, 31),
+            (33, 64, 9),
+            (65, 17, 129),
+            (2, 300, 3),
+            (257, 300, 70),
+            (13, 520, 2100),
+        ] {
             let (a, b) = (data(m * k, 1), data(k * n, 2));
             let (av, bv) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
             // Transposed storage read through transposed views: the same matrices.
@@ -271,7 +338,8 @@ mod tests {
                 let mut c = vec![f32::NAN; m * n];
                 sgemm(x, y, &mut c).unwrap();
                 for (p, q) in c.iter().zip(&want) {
-                    assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "{m}×{k}×{n}: {p} vs {q}");
+                    let kernel = super::kernel();
+                    assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "{kernel:?} {m}×{k}×{n}: {p} vs {q}");
                 }
                 #[cfg(feature = "gemm-candidates")]
                 for threads in [1, 2] {
@@ -290,6 +358,15 @@ mod tests {
 
     #[test]
     fn threaded_products_equal_single_threaded_ones_bit_for_bit() {
+        let _serial = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        for kernel in kernels() {
+            force_kernel(Some(kernel));
+            threaded_equals_single_on_one_kernel();
+        }
+        force_kernel(None);
+    }
+
+    fn threaded_equals_single_on_one_kernel() {
         // Above the parallel threshold, odd everywhere; tall (split by rows) and wide
         // (split by columns), with plain and transposed left operands.
         for (m, k, n) in [(1031, 129, 131), (131, 129, 1031)] {

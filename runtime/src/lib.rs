@@ -100,6 +100,7 @@ pub mod ops;
 pub mod optim;
 pub mod pool;
 pub mod sample;
+pub mod sgemm512;
 pub mod tensorfile;
 
 pub use adjoint_macros::model;
