@@ -41,10 +41,9 @@ pub enum Item {
 
 #[derive(Clone, Debug)]
 pub struct Group {
-    /// A node whose shape is the loop's space (`Elem` members have this shape).
+    /// A node whose shape is the loop's space (`Elem` members have this shape): the
+    /// first member, or the operand of a reduction that started the group.
     pub space: ValueId,
-    /// Whether `space` is the shape of a reduction's operand rather than its own.
-    pub space_of_operand: bool,
     /// The live members, in id order.
     pub members: Vec<ValueId>,
 }
@@ -181,9 +180,9 @@ pub fn schedule(g: &Graph, wanted: &[bool], leaf: &dyn Fn(ValueId) -> bool, root
                 s.membership.insert(id, (gi, level));
                 s.groups[gi].members.push(id);
                 up.insert(gi);
-            } else if let Some((space, of_operand, level)) = new_space(g, id, &levels) {
+            } else if let Some((space, level)) = new_space(g, id, &levels) {
                 let gi = s.groups.len();
-                s.groups.push(Group { space, space_of_operand: of_operand, members: vec![id] });
+                s.groups.push(Group { space, members: vec![id] });
                 s.membership.insert(id, (gi, level));
                 up.insert(gi);
             }
@@ -287,11 +286,11 @@ fn place(
 }
 
 /// A new group for `id`: its space and level.
-fn new_space(g: &Graph, id: ValueId, levels: &[Level]) -> Option<(ValueId, bool, Level)> {
+fn new_space(g: &Graph, id: ValueId, levels: &[Level]) -> Option<(ValueId, Level)> {
     if let Op::Reduce(_) = g.node(id).op {
-        return Some((g.node(id).inputs[0], true, Level::Row));
+        return Some((g.node(id).inputs[0], Level::Row));
     }
-    (levels.contains(&Level::Elem) && rank(g, id) >= 1).then_some((id, false, Level::Elem))
+    (levels.contains(&Level::Elem) && rank(g, id) >= 1).then_some((id, Level::Elem))
 }
 
 /// Marks what must exist as tensors, drops dead members, and drops empty groups.
