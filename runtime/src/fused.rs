@@ -171,8 +171,10 @@ where
         start = end;
     }
     let run = |(r0, r1, part): (usize, usize, [&mut [f32]; K])| {
-        let mut scratch = vec![0f32; scratch_rows * width];
+        // Scratch rows are written before they are read: a pooled buffer will do.
+        let mut scratch = crate::pool::take(scratch_rows * width);
         run_chunk(r0, r1, part, &per_row, &mut scratch, &body);
+        crate::pool::give(scratch);
     };
     if tasks.len() == 1 {
         tasks.into_iter().for_each(run);

@@ -249,17 +249,9 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
 
             /// Zeros shaped like `other`, reusing this value's buffers where they fit.
             pub fn zero_like(&mut self, other: &Params) {
-                if self.sizes != other.sizes || self.named().len() != other.named().len() {
-                    *self = other.clone();
-                }
-                self.sizes = other.sizes;
-                let shapes: ::std::vec::Vec<::std::vec::Vec<usize>> = other.named().iter().map(|(_, t)| t.shape().to_vec()).collect();
-                for ((_, t), shape) in self.named_mut().into_iter().zip(shapes) {
-                    if t.shape() != shape.as_slice() {
-                        *t = ::adjoint::ops::fill(0.0, &shape);
-                    } else {
-                        t.fill(0.0);
-                    }
+                self.shape_like(other);
+                for (_, t) in self.named_mut() {
+                    t.fill(0.0);
                 }
             }
 

@@ -257,22 +257,12 @@ pub fn emit_group(g: &Graph, s: &Schedule, gi: usize, names: &Names, cx: &Emit) 
             let rs = &all_reads[&m];
             let value = match &g.node(m).op {
                 Op::Reduce(r) => {
+                    // The row reduced: a scratch row it was copied to, the row buffer of
+                    // the member it reduces, or a contiguous row of a tensor.
                     let row = match (&rs[0], reduce_scratch.get(&m)) {
-                        (_, Some(&j)) => {
-                            let b = buffer_ident(&Buffer::Scratch(j));
-                            quote!(#b)
-                        }
-                        (Read::Member(x), None) => {
-                            let b = buffer_ident(&buffer[x]);
-                            quote!(#b)
-                        }
-                        (r, None) => operand(r, None),
-                    };
-                    let row = if matches!(rs[0], Read::Leaf { .. }) && !reduce_scratch.contains_key(&m) {
-                        let (name, _) = &row_reads[&read_key(&rs[0])];
-                        quote!(#name)
-                    } else {
-                        row
+                        (_, Some(&j)) => buffer_ident(&Buffer::Scratch(j)),
+                        (Read::Member(x), None) => buffer_ident(&buffer[x]),
+                        (leaf, None) => row_reads[&read_key(leaf)].0.clone(),
                     };
                     match r {
                         Reduce::Max { .. } => quote!(::adjoint::fused::max(#row)),
