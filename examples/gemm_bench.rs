@@ -4,32 +4,39 @@
 //! threads; `C = A·B` in f32, GFLOP/s median (best).
 //!
 //! ```text
-//! cargo run --release --example gemm_bench
+//! cargo run --release --example gemm_bench [-- --quick]
 //! ```
+//!
+//! `--quick` leaves out the `gemm` crate (for A/B runs of the runtime's own kernels).
 
 use std::time::{Duration, Instant};
 
 use adjoint::gemm::{Kernel, MatRef, force_kernel, gemm_crate, sgemm};
 
-/// `(m, k, n, what, a transposed)`: the last rows read `a` through a transposed view,
-/// as the weight gradients `xᵀ·dY` do.
-const SHAPES: &[(usize, usize, usize, &str, bool)] = &[
-    (1024, 1024, 1024, "square", false),
-    (128, 64, 64, "tiny qkvo", false),
-    (128, 64, 256, "tiny w1", false),
-    (128, 256, 64, "tiny w2", false),
-    (1024, 256, 256, "small qkvo", false),
-    (1024, 256, 1024, "small w1", false),
-    (1024, 1024, 256, "small w2", false),
-    (1024, 256, 2048, "small logits", false),
-    (256, 1024, 1024, "small dW1 shape", false),
-    (256, 768, 768, "gpt2 qkvo", false),
-    (256, 768, 3072, "gpt2 w1", false),
-    (256, 3072, 768, "gpt2 w2", false),
-    (768, 256, 3072, "gpt2 dW1 shape", false),
-    (256, 1024, 1024, "small dW1 = xᵀ·dY", true),
-    (256, 1024, 768, "small dW_qkv = xᵀ·dY", true),
-    (768, 256, 3072, "gpt2 dW1 = xᵀ·dY", true),
+/// `(m, k, n, what, a transposed, b transposed)`: the last rows read an operand through
+/// a transposed view, as the weight gradients `xᵀ·dY`, the input gradients `dY·Wᵀ` and
+/// the tied unembedding `h·Eᵀ` do.
+const SHAPES: &[(usize, usize, usize, &str, bool, bool)] = &[
+    (1024, 1024, 1024, "square", false, false),
+    (128, 64, 64, "tiny qkvo", false, false),
+    (128, 64, 256, "tiny w1", false, false),
+    (128, 256, 64, "tiny w2", false, false),
+    (1024, 256, 256, "small qkvo", false, false),
+    (1024, 256, 1024, "small w1", false, false),
+    (1024, 1024, 256, "small w2", false, false),
+    (1024, 256, 2048, "small logits", false, false),
+    (256, 1024, 1024, "small dW1 shape", false, false),
+    (256, 768, 768, "gpt2 qkvo", false, false),
+    (256, 768, 3072, "gpt2 w1", false, false),
+    (256, 3072, 768, "gpt2 w2", false, false),
+    (768, 256, 3072, "gpt2 dW1 shape", false, false),
+    (256, 1024, 1024, "small dW1 = xᵀ·dY", true, false),
+    (256, 1024, 768, "small dW_qkv = xᵀ·dY", true, false),
+    (768, 256, 3072, "gpt2 dW1 = xᵀ·dY", true, false),
+    (1024, 1024, 256, "small dX = dY·W2ᵀ", false, true),
+    (1024, 256, 2048, "small logits = h·Eᵀ", false, true),
+    (256, 3072, 768, "gpt2 dX = dY·W2ᵀ", false, true),
+    (256, 768, 50257, "gpt2 logits = h·Eᵀ", false, true),
 ];
 
 /// Median and best GFLOP/s of `f`, run for at least 0.3 s after two warm-up calls.
@@ -49,15 +56,16 @@ fn measure(flops: f64, mut f: impl FnMut() -> adjoint::Result<()>) -> adjoint::R
 
 fn main() -> adjoint::Result<()> {
     let own = adjoint::sgemm512::available();
+    let quick = std::env::args().any(|a| a == "--quick");
     println!(
-        "| M x K x N | shape | adjoint::gemm::sgemm, matrixmultiply kernel | same, own AVX-512 12×32 kernel | gemm crate 1t | gemm crate 2t |"
+        "| M x K x N | shape | adjoint::gemm::sgemm, matrixmultiply kernel | same, own AVX-512 8×32 kernel | gemm crate 1t | gemm crate 2t |"
     );
     println!("|---|---|---|---|---|---|");
-    for &(m, k, n, what, ta) in SHAPES {
+    for &(m, k, n, what, ta, tb) in SHAPES {
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5).collect();
         let av = if ta { MatRef::row_major(&a, k, m).t() } else { MatRef::row_major(&a, m, k) };
-        let bv = MatRef::row_major(&b, k, n);
+        let bv = if tb { MatRef::row_major(&b, n, k).t() } else { MatRef::row_major(&b, k, n) };
         let mut c = vec![0f32; m * n];
         let flops = 2.0 * (m * k * n) as f64;
         force_kernel(Some(Kernel::Matrixmultiply));
@@ -65,11 +73,16 @@ fn main() -> adjoint::Result<()> {
         force_kernel(Some(Kernel::Avx512));
         let ours = if own { Some(measure(flops, || sgemm(av, bv, &mut c))?) } else { None };
         force_kernel(None);
-        let g1 = measure(flops, || gemm_crate(av, bv, &mut c, 1))?;
-        let g2 = measure(flops, || gemm_crate(av, bv, &mut c, 2))?;
         let cell = |(med, best): (f64, f64)| format!("{med:.1} ({best:.1})");
         let ours = ours.map_or("no AVX-512".to_string(), cell);
-        println!("| {m}x{k}x{n} | {what} | {} | {ours} | {} | {} |", cell(mm), cell(g1), cell(g2));
+        let crate_cells = if quick {
+            "- | -".to_string()
+        } else {
+            let g1 = measure(flops, || gemm_crate(av, bv, &mut c, 1))?;
+            let g2 = measure(flops, || gemm_crate(av, bv, &mut c, 2))?;
+            format!("{} | {}", cell(g1), cell(g2))
+        };
+        println!("| {m}x{k}x{n} | {what} | {} | {ours} | {crate_cells} |", cell(mm));
     }
     Ok(())
 }

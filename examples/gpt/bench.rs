@@ -34,6 +34,7 @@ pub struct Options {
     pub seed: u64,
     pub params: Option<String>,
     pub batch: Option<String>,
+    pub gemm: String,
 }
 
 pub fn run(o: &Options) -> Res<()> {
@@ -43,6 +44,14 @@ pub fn run(o: &Options) -> Res<()> {
     };
     if o.steps == 0 {
         return Err("--steps must be at least 1".into());
+    }
+    use adjoint::gemm::{Kernel, force_kernel};
+    match o.gemm.as_str() {
+        "auto" => force_kernel(None),
+        "own" if adjoint::sgemm512::available() => force_kernel(Some(Kernel::Avx512)),
+        "own" => return Err("--gemm own needs AVX-512, which this CPU lacks".into()),
+        "matrixmultiply" => force_kernel(Some(Kernel::Matrixmultiply)),
+        other => return Err(format!("unknown --gemm `{other}`; one of auto, own, matrixmultiply")),
     }
     let sizes = gpt::Sizes { T: t, D: d, H: h, F: f, V: v, L: l };
     let mut params = match &o.params {
@@ -95,7 +104,11 @@ pub fn run(o: &Options) -> Res<()> {
     let step_gflops = flops / median / 1e9;
     // `workload.py`'s report(), field for field.
     let threads = adjoint::gemm::threads();
-    adjoint_examples::say!("impl=adjoint config={name} threads={threads} steps={} B={b} T={t}", times.len());
+    let kernel = adjoint::gemm::kernel();
+    adjoint_examples::say!(
+        "impl=adjoint config={name} threads={threads} steps={} B={b} T={t} gemm={kernel:?}",
+        times.len()
+    );
     adjoint_examples::say!(
         "median_ms={:.3} min_ms={:.3} tokens_per_s={:.1} gflops={:.2} peak_rss_mib={:.1} loss_first={:.5} loss_last={:.5}",
         median * 1e3,

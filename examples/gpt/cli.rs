@@ -55,6 +55,9 @@ enum Command {
         /// tokens/targets from make_case.py (else a seeded random batch)
         #[arg(long)]
         batch: Option<String>,
+        /// The GEMM kernel: auto (the runtime's choice), own (AVX-512) or matrixmultiply
+        #[arg(long, default_value = "auto")]
+        gemm: String,
     },
     /// Text sampled from a train_gpt checkpoint.
     Generate {
@@ -85,8 +88,8 @@ pub fn run(args: Args) -> Res<()> {
             }
             Ok(())
         }
-        Command::Bench { config, steps, warmup, seed, params, batch } => {
-            crate::bench::run(&crate::bench::Options { config, steps, warmup, seed, params, batch })
+        Command::Bench { config, steps, warmup, seed, params, batch, gemm } => {
+            crate::bench::run(&crate::bench::Options { config, steps, warmup, seed, params, batch, gemm })
         }
         Command::Generate { checkpoint: path, prompt, tokens, temperature, top_k, seed } => {
             let (_, params) = checkpoint::load_model(&path)?;

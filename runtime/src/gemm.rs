@@ -1,9 +1,9 @@
 //! Single-precision matrix products, `C = A·B`, on strided matrix views.
 //!
-//! The product runs in `matrixmultiply`'s packed kernels (AVX-512, AVX2+FMA or
-//! portable, chosen once at run time by that crate); on this machine's workload shapes
-//! they measured fastest single-threaded among the candidates
-//! (`cargo run --release --example gemm_bench`, BENCHMARKS.md). Operand strides are
+//! The product runs in the runtime's own AVX-512 kernel (`sgemm512`) where the CPU has
+//! AVX-512, else in `matrixmultiply`'s packed kernels (AVX2+FMA or portable, chosen at
+//! run time by that crate); on the workload's shapes these measured fastest among the
+//! candidates (`cargo run --release --example gemm_bench`, BENCHMARKS.md). Operand strides are
 //! passed through, so a transposed view (column stride ≠ 1) needs no copy. Every view is
 //! checked against its slice before the call: a bad view is an `Err`, never an
 //! out-of-bounds read.
@@ -74,17 +74,28 @@ impl<'a> MatRef<'a> {
 const PARALLEL_MIN_WORK: usize = 1 << 24;
 
 /// `c = a·b`, `c` row-major `a.rows × b.cols` (overwritten). Large products are split
-/// across rayon's persistent pool, by rows of `c` when it is taller than wide and by
-/// columns otherwise, so the operand each half re-packs is the smaller one; each
-/// element is still one dot product in the same order, so the result does not depend
-/// on the thread count.
+/// across rayon's persistent pool into disjoint blocks of `c` (`split`); each element
+/// is still one dot product in the same order, so the result does not depend on the
+/// thread count.
 pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32]) -> Result<()> {
+    product(a, b, c, false)
+}
+
+/// `c += a·b`: the same product added to what `c` holds (a gradient's second
+/// contribution, without a temporary).
+pub fn sgemm_acc(a: MatRef, b: MatRef, c: &mut [f32]) -> Result<()> {
+    product(a, b, c, true)
+}
+
+fn product(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool) -> Result<()> {
     check_product(a, b, c)?;
     if a.cols == 0 {
-        c.fill(0.0);
+        if !accumulate {
+            c.fill(0.0);
+        }
         return Ok(());
     }
-    split(a, b, Out::whole(c, b.cols), rayon::current_num_threads());
+    split(a, b, Out::whole(c, b.cols), accumulate, kernel(), rayon::current_num_threads());
     Ok(())
 }
 
@@ -138,26 +149,39 @@ impl Out {
 }
 
 /// Halves the output until each part is small or has one thread, then multiplies.
-fn split(a: MatRef, b: MatRef, c: Out, threads: usize) {
+/// The own kernel splits by columns whenever both halves keep whole 32-column panels:
+/// each thread then packs only its own columns of `b` and reads `a` in place, so
+/// nothing is packed twice. `matrixmultiply` packs both operands, so it splits so
+/// that each half re-packs the smaller one.
+fn split(a: MatRef, b: MatRef, c: Out, accumulate: bool, kernel: Kernel, threads: usize) {
     let (m, n) = (a.rows, b.cols);
     if threads < 2 || m * n * a.cols < PARALLEL_MIN_WORK || (m < 16 && n < 32) {
-        sgemm_one(a, b, c);
+        sgemm_one(a, b, c, accumulate, kernel);
         return;
     }
     let (t1, t2) = (threads / 2, threads - threads / 2);
-    if n > m && n >= 32 {
-        // Wide: each half packs all of `a` and half of `b` (the larger operand).
-        let left = (n / 2).div_ceil(16) * 16;
+    let by_columns = match kernel {
+        Kernel::Avx512 => n >= 64,
+        Kernel::Matrixmultiply => n > m && n >= 32,
+    };
+    if by_columns {
+        let left = (n / 2).div_ceil(32) * 32;
         let (c_left, c_right) = c.split_cols(left);
         let b_left = MatRef { cols: left, ..b };
         let b_right = MatRef { data: &b.data[left * b.col_stride..], cols: n - left, ..b };
-        rayon::join(|| split(a, b_left, c_left, t1), || split(a, b_right, c_right, t2));
+        rayon::join(
+            || split(a, b_left, c_left, accumulate, kernel, t1),
+            || split(a, b_right, c_right, accumulate, kernel, t2),
+        );
     } else {
         let top = m / 2;
         let (c_top, c_bottom) = c.split_rows(top);
         let a_top = MatRef { rows: top, ..a };
         let a_bottom = MatRef { data: &a.data[top * a.row_stride..], rows: m - top, ..a };
-        rayon::join(|| split(a_top, b, c_top, t1), || split(a_bottom, b, c_bottom, t2));
+        rayon::join(
+            || split(a_top, b, c_top, accumulate, kernel, t1),
+            || split(a_bottom, b, c_bottom, accumulate, kernel, t2),
+        );
     }
 }
 
@@ -166,47 +190,50 @@ fn split(a: MatRef, b: MatRef, c: Out, threads: usize) {
 pub enum Kernel {
     /// `matrixmultiply`'s (AVX-512 16×16, AVX2, or portable, its own dispatch).
     Matrixmultiply,
-    /// The runtime's own packed AVX-512 12×32 kernel (`sgemm512`).
+    /// The runtime's own AVX-512 8×32 kernel, `a` read in place, `b` packed (`sgemm512`).
     Avx512,
 }
 
-/// 0: choose per shape; 1 + `Kernel as u8`: forced (benchmarks and tests).
+/// 0: choose; 1 + `Kernel as u8`: forced (benchmarks and tests).
 static FORCED: AtomicU8 = AtomicU8::new(0);
 
-/// Forces one kernel for every product, process-wide (`None`: choose per shape). A
+/// Forces one kernel for every product, process-wide (`None`: the default choice). A
 /// kernel the CPU cannot run is never used.
 pub fn force_kernel(kernel: Option<Kernel>) {
     FORCED.store(kernel.map_or(0, |k| k as u8 + 1), Ordering::Relaxed);
 }
 
-/// The kernel products run on: `matrixmultiply`'s unless the own one is forced (it
-/// measured no faster on any workload shape; `sgemm512`, BENCHMARKS.md).
+/// The kernel products run on: the own AVX-512 one wherever the CPU has AVX-512 (it
+/// measured as fast or faster on every workload shape: `gemm_bench`, BENCHMARKS.md),
+/// else `matrixmultiply`'s AVX2+FMA or portable kernels.
 pub fn kernel() -> Kernel {
+    let own = crate::sgemm512::available();
     match FORCED.load(Ordering::Relaxed) {
-        2 if crate::sgemm512::available() => Kernel::Avx512,
+        1 => Kernel::Matrixmultiply,
+        _ if own => Kernel::Avx512,
         _ => Kernel::Matrixmultiply,
     }
 }
 
 /// One product on this thread; the views are already checked and `k > 0`.
-fn sgemm_one(a: MatRef, b: MatRef, c: Out) {
+fn sgemm_one(a: MatRef, b: MatRef, c: Out, accumulate: bool, kernel: Kernel) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if m == 0 || n == 0 {
         return;
     }
     debug_assert!(c.rows == m && c.cols == n);
-    if kernel() == Kernel::Avx512 {
-        // SAFETY: `kernel` picks `Avx512` only when `sgemm512::available()`; `c` is
+    if kernel == Kernel::Avx512 {
+        // SAFETY: `kernel()` picks `Avx512` only when `sgemm512::available()`; `c` is
         // exclusive access to this m×n block with row stride `c.row_stride` (see `Out`).
-        unsafe { crate::sgemm512::sgemm(a, b, c.ptr, c.row_stride) };
+        unsafe { crate::sgemm512::sgemm(a, b, c.ptr, c.row_stride, accumulate) };
         return;
     }
-    // SAFETY: `check` (in `sgemm`, on the whole views; a row or column block of a
+    // SAFETY: `check` (in `product`, on the whole views; a row or column block of a
     // checked view is inside it) proved that every element the two views address lies
     // inside their slices and that the strides fit `isize`; `c` is exclusive access to
-    // an m×n block of the output slice (row stride `c.row_stride` ≤ the output's width,
-    // column stride 1; see `Out`), which cannot alias `a` or `b` (shared borrows). With
-    // beta = 0, `c` is only written.
+    // an m×n block of the output slice (row stride `c.row_stride` ≥ its width, column
+    // stride 1; see `Out`), which cannot alias `a` or `b` (shared borrows). With
+    // beta = 0, `c` is only written; with beta = 1 it is read and written.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -219,7 +246,7 @@ fn sgemm_one(a: MatRef, b: MatRef, c: Out) {
             b.data.as_ptr(),
             b.row_stride as isize,
             b.col_stride as isize,
-            0.0,
+            if accumulate { 1.0 } else { 0.0 },
             c.ptr,
             c.row_stride as isize,
             1,
@@ -314,8 +341,8 @@ mod tests {
     static KERNEL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     fn odd_sizes_on_one_kernel() {
-        // Edge tiles in every direction, and more than one block of the own kernel's
-        // `KC` (256), `MC` (240) and `NC` (2048).
+        // Edge tiles in every direction (the own kernel's tiles are 8×32), and more
+        // than one block of its `KC` (256) and `NC` (512).
         for &(m, k, n) in &[
             (1, 1, 1),
             (1, 7, 1),
@@ -341,6 +368,13 @@ mod tests {
                     let kernel = super::kernel();
                     assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "{kernel:?} {m}×{k}×{n}: {p} vs {q}");
                 }
+                // Accumulating onto what the output holds.
+                let mut acc: Vec<f32> = (0..m * n).map(|i| (i % 5) as f32).collect();
+                sgemm_acc(x, y, &mut acc).unwrap();
+                for (i, (p, q)) in acc.iter().zip(&want).enumerate() {
+                    let q = q + (i % 5) as f32;
+                    assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "acc {m}×{k}×{n}: {p} vs {q}");
+                }
                 #[cfg(feature = "gemm-candidates")]
                 for threads in [1, 2] {
                     let mut c = vec![f32::NAN; m * n];
@@ -357,6 +391,35 @@ mod tests {
     }
 
     #[test]
+    fn strided_and_unaligned_views_match_the_naive_product() {
+        let _serial = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        for kernel in kernels() {
+            force_kernel(Some(kernel));
+            // Neither stride 1 (every other column of a wider matrix), starting one float
+            // into the buffer, so nothing is aligned; output rows start unaligned too.
+            for &(m, k, n) in &[(9, 33, 45), (70, 257, 65), (1, 5, 1)] {
+                let a = data(1 + m * 2 * k, 5);
+                let b = data(1 + k * 3 * n, 6);
+                let av = MatRef { data: &a[1..], rows: m, cols: k, row_stride: 2 * k, col_stride: 2 };
+                let bv = MatRef { data: &b[1..], rows: k, cols: n, row_stride: 3 * n, col_stride: 3 };
+                let bt = MatRef { data: &b[1..], rows: k, cols: n, row_stride: 3, col_stride: 3 * k };
+                for y in [bv, bt] {
+                    let want = naive(av, y);
+                    let mut c = vec![f32::NAN; 1 + m * n];
+                    sgemm(av, y, &mut c[1..]).unwrap();
+                    for (p, q) in c[1..].iter().zip(&want) {
+                        assert!(
+                            (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                            "{kernel:?} {m}×{k}×{n}: {p} vs {q}"
+                        );
+                    }
+                }
+            }
+        }
+        force_kernel(None);
+    }
+
+    #[test]
     fn threaded_products_equal_single_threaded_ones_bit_for_bit() {
         let _serial = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         for kernel in kernels() {
@@ -367,15 +430,16 @@ mod tests {
     }
 
     fn threaded_equals_single_on_one_kernel() {
-        // Above the parallel threshold, odd everywhere; tall (split by rows) and wide
-        // (split by columns), with plain and transposed left operands.
-        for (m, k, n) in [(1031, 129, 131), (131, 129, 1031)] {
+        // Above the parallel threshold, odd everywhere; tall and wide (split by rows
+        // or columns, depending on the kernel), and tall and narrow (always split by
+        // rows), with plain and transposed left operands.
+        for (m, k, n) in [(1031, 129, 131), (131, 129, 1031), (4099, 131, 33)] {
             let (a, b) = (data(m * k, 3), data(k * n, 4));
             let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
             for left in [MatRef::row_major(&a, m, k), MatRef::row_major(&at, k, m).t()] {
                 let right = MatRef::row_major(&b, k, n);
                 let mut one = vec![0f32; m * n];
-                sgemm_one(left, right, Out::whole(&mut one, n));
+                sgemm_one(left, right, Out::whole(&mut one, n), false, super::kernel());
                 let want = naive(left, right);
                 assert!(one.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-3), "{m}×{k}×{n}");
                 for threads in [2, 3, 4] {

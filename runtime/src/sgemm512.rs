@@ -1,29 +1,40 @@
-//! A packed single-precision GEMM with an AVX-512 12×32 micro-kernel, the runtime's own
-//! candidate beside `matrixmultiply` (whose AVX-512 kernel is 16×16: one load of `b`
-//! and sixteen broadcasts per sixteen FMAs, so it waits on loads; 12×32 issues two
-//! loads and twelve broadcasts per twenty-four FMAs).
+//! The runtime's own single-precision GEMM: an AVX-512 8×32 micro-kernel that reads `a`
+//! where it lies and packs only `b`.
 //!
-//! BLIS's loop order: `b` is packed in `KC × NC` blocks of 32-column panels, `a` in
-//! `MC × KC` blocks of 12-row panels, and the micro-kernel multiplies one `a` panel by
-//! one `b` panel into a 12×32 tile of `c`, overwriting it for the first `KC` block and
-//! adding for the rest. Edge tiles are computed whole into a local tile (the panels are
-//! zero-padded) and only their valid part is written.
+//! Why this shape of algorithm: on the workload's products (`K` of 64–3072, one side
+//! of 256–1024) packing both operands, as `matrixmultiply` does, cost a fifth of the
+//! product's time on this machine (`perf`, BENCHMARKS.md). Here `a` is never packed:
+//! the micro-kernel broadcasts each `a[i, p]` from its own storage, which is as cheap
+//! from a row-major `a` (eight row streams) as from a transposed one (eight adjacent
+//! floats), so `xᵀ·dY` reads `x` in place. Only `b` is packed, once per `KC × NC`
+//! block, into 32-column panels aligned to cache lines; the calling thread owns the
+//! columns it packs, so nothing is packed twice when products are split by columns.
 //!
-//! Measured against `matrixmultiply` on the workload's shapes (`cargo run --release
-//! --example gemm_bench`, BENCHMARKS.md) it does not win: within run-to-run noise on
-//! the large shapes, well behind on the tiny ones. So `gemm::sgemm` never picks it on
-//! its own; `gemm::force_kernel(Some(Kernel::Avx512))` does, for benchmarks and tests.
+//! Loop order: for each `KC × NC` block of `b` (packed, 512 KiB: it stays in L2), for
+//! each 8-row strip of `a` (8 × `KC` floats: they stay in L1), for each 32-column
+//! panel: one 8×32 tile of `c`, written for the first `KC` block and added to after.
+//! The tile is 16 accumulators; per step of `k` it loads two vectors of `b` and
+//! broadcasts eight floats of `a` into sixteen FMAs, so it is bound by the FMA units,
+//! not by loads, on both AMD Zen 4 and Intel's AVX-512 cores. Edge tiles use masked
+//! loads and stores (columns) and a kernel built for fewer rows (rows): no padding of
+//! `c`, no copies.
+//!
+//! Each element of `c` is one sum over `k` in order (blocks of `KC` added in order), so
+//! the result does not depend on how the caller splits `c` between threads.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 use crate::gemm::MatRef;
 
-const MR: usize = 12;
+/// Rows of a tile.
+const MR: usize = 8;
+/// Columns of a tile (two vectors of 16).
 const NR: usize = 32;
+/// Steps of `k` per packed block of `b`.
 const KC: usize = 256;
-const MC: usize = 240;
-const NC: usize = 2048;
+/// Columns per packed block of `b` (`KC × NC` floats = 512 KiB).
+const NC: usize = 512;
 
 /// Whether this CPU can run the kernel.
 pub fn available() -> bool {
@@ -35,154 +46,221 @@ pub fn available() -> bool {
     false
 }
 
-/// `c = a·b` for an `a.rows × b.cols` block of `c` at `c`, rows `ldc` apart (column
-/// stride 1), on this thread. `a` and `b` are checked views and `k > 0`.
+/// `c = a·b` (or `c += a·b` when `accumulate`) for the `a.rows × b.cols` block of `c` at
+/// `c`, rows `ldc` apart (column stride 1), on this thread. `a` and `b` are checked
+/// views of compatible shapes.
 ///
 /// # Safety
 /// AVX-512F must be available (`available()`), and `c` must be exclusive access to the
-/// `a.rows × b.cols` block it addresses.
-pub(crate) unsafe fn sgemm(a: MatRef, b: MatRef, c: *mut f32, ldc: usize) {
-    let (m, n) = (a.rows, b.cols);
-    // Packing buffers are kept per thread: allocating and zeroing them per call cost
-    // more than the product itself on the tiny shapes.
+/// `a.rows × b.cols` block it addresses (rows `ldc ≥ b.cols` apart).
+pub(crate) unsafe fn sgemm(a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool) {
+    // The packing buffer is kept per thread: allocating it per call cost more than the
+    // product itself on the tiny shapes. 16 floats of slack to align it to 64 bytes.
     thread_local! {
-        static PACKED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    PACKED.with_borrow_mut(|(ap, bp)| {
-        let (need_a, need_b) = (MC.min(m.div_ceil(MR) * MR) * KC, KC * NC.min(n.div_ceil(NR) * NR));
-        if ap.len() < need_a {
-            ap.resize(need_a, 0.0);
+    PACKED.with_borrow_mut(|packed| {
+        let need = KC.min(a.cols) * NC.min(b.cols.div_ceil(NR) * NR) + 16;
+        if packed.len() < need {
+            packed.resize(need, 0.0);
         }
-        if bp.len() < need_b {
-            bp.resize(need_b, 0.0);
-        }
+        let align = packed.as_ptr().align_offset(64).min(16);
         // SAFETY: forwarded from this function's contract.
-        unsafe { blocks(a, b, c, ldc, ap, bp) }
+        unsafe { blocks(a, b, c, ldc, accumulate, &mut packed[align..]) }
     })
 }
 
-/// The block loops over packed panels.
+/// The block loops.
 ///
 /// # Safety
-/// As for `sgemm`.
-unsafe fn blocks(a: MatRef, b: MatRef, c: *mut f32, ldc: usize, ap: &mut [f32], bp: &mut [f32]) {
+/// As for `sgemm`; `bp` is 64-byte aligned and holds `min(KC, k) × NC` rounded up.
+unsafe fn blocks(a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool, bp: &mut [f32]) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                // SAFETY: row `i < m` of the block `c` gives exclusive access to.
+                unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) }.fill(0.0);
+            }
+        }
+        return;
+    }
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             pack_b(b, pc, kc, jc, nc, bp);
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
-                pack_a(a, ic, mc, pc, kc, ap);
+            let add = accumulate || pc > 0;
+            for ir in (0..m).step_by(MR) {
+                let rows = MR.min(m - ir);
+                // The strip's first element, `a[ir, pc]`: inside `a.data` (checked view).
+                let strip = &a.data[ir * a.row_stride + pc * a.col_stride..];
                 for jr in (0..nc).step_by(NR) {
-                    let b_panel = &bp[jr * kc..(jr + NR) * kc];
-                    for ir in (0..mc).step_by(MR) {
-                        let a_panel = &ap[ir * kc..(ir + MR) * kc];
-                        let mut acc = [0f32; MR * NR];
-                        // SAFETY: AVX-512F is available (this function's contract); the
-                        // panels hold `kc` steps of 12 and 32 floats (sliced just above),
-                        // which is every read `kernel` makes.
-                        unsafe { kernel(kc, a_panel, b_panel, &mut acc) };
-                        let (rows, cols) = (MR.min(mc - ir), NR.min(nc - jr));
-                        for i in 0..rows {
-                            let src = &acc[i * NR..i * NR + cols];
-                            let at = (ic + ir + i) * ldc + jc + jr;
-                            // SAFETY: row `ic + ir + i < m`, columns `jc + jr .. + cols ≤
-                            // n`: inside the block `c` gives exclusive access to.
-                            let row = unsafe { std::slice::from_raw_parts_mut(c.add(at), cols) };
-                            if pc > 0 {
-                                row.iter_mut().zip(src).for_each(|(c, s)| *c += s);
-                            } else {
-                                row.copy_from_slice(src);
-                            }
-                        }
-                    }
+                    let cols = NR.min(nc - jr);
+                    let panel = &bp[jr * kc..(jr + NR) * kc];
+                    // SAFETY: AVX-512F is available (contract). `strip` starts at
+                    // `a[ir, pc]`, and the kernel reads `a[ir + i, pc + p]` for
+                    // `i < rows`, `p < kc`: all inside the checked view, so inside
+                    // `a.data`. `panel` holds `kc` rows of 32 floats at a 64-byte
+                    // aligned start (`bp` is aligned and `jr · kc` is a multiple of 16).
+                    // The tile `c[ir.., jc + jr..]`, `rows × cols`, lies in the block
+                    // `c` gives exclusive access to.
+                    unsafe {
+                        let tile = c.add(ir * ldc + jc + jr);
+                        kernel(rows, cols, kc, strip, a.row_stride, a.col_stride, panel, tile, ldc, add)
+                    };
                 }
             }
         }
     }
 }
 
-/// `b[pc.., jc..]` (`kc × nc`) as 32-column panels, each `kc` rows of 32, zero-padded.
+/// `b[pc.., jc..]` (`kc × nc`) as 32-column panels, each `kc` rows of 32 floats, zero
+/// past the last column.
 fn pack_b(b: MatRef, pc: usize, kc: usize, jc: usize, nc: usize, bp: &mut [f32]) {
     for (panel, j0) in (0..nc).step_by(NR).enumerate() {
         let out = &mut bp[panel * NR * kc..(panel + 1) * NR * kc];
         let cols = NR.min(nc - j0);
-        for p in 0..kc {
-            let row = &mut out[p * NR..(p + 1) * NR];
-            let at = (pc + p) * b.row_stride + (jc + j0) * b.col_stride;
-            if b.col_stride == 1 {
+        let first = pc * b.row_stride + (jc + j0) * b.col_stride;
+        if b.col_stride == 1 {
+            // Row-major `b`: each panel row is a contiguous run.
+            for (p, row) in out.chunks_exact_mut(NR).enumerate() {
+                let at = first + p * b.row_stride;
                 row[..cols].copy_from_slice(&b.data[at..at + cols]);
-            } else {
-                for (j, v) in row[..cols].iter_mut().enumerate() {
-                    *v = b.data[at + j * b.col_stride];
-                }
-            }
-            row[cols..].fill(0.0);
-        }
-    }
-}
-
-/// `a[ic.., pc..]` (`mc × kc`) as 12-row panels, each `kc` columns of 12, zero-padded.
-fn pack_a(a: MatRef, ic: usize, mc: usize, pc: usize, kc: usize, ap: &mut [f32]) {
-    for (panel, i0) in (0..mc).step_by(MR).enumerate() {
-        let out = &mut ap[panel * MR * kc..(panel + 1) * MR * kc];
-        let rows = MR.min(mc - i0);
-        if a.row_stride == 1 {
-            // Transposed `a`: each column of the panel is contiguous.
-            for p in 0..kc {
-                let at = (ic + i0) + (pc + p) * a.col_stride;
-                out[p * MR..p * MR + rows].copy_from_slice(&a.data[at..at + rows]);
-                out[p * MR + rows..(p + 1) * MR].fill(0.0);
+                row[cols..].fill(0.0);
             }
         } else {
-            for i in 0..MR {
-                if i < rows {
-                    let at = (ic + i0 + i) * a.row_stride + pc * a.col_stride;
-                    for p in 0..kc {
-                        out[p * MR + i] = a.data[at + p * a.col_stride];
-                    }
-                } else {
-                    for p in 0..kc {
-                        out[p * MR + i] = 0.0;
-                    }
+            // Column-major or strided `b` (a transposed weight): columns are the
+            // contiguous runs; write them down the panel.
+            if cols < NR {
+                out.fill(0.0);
+            }
+            for j in 0..cols {
+                let col = &b.data[first + j * b.col_stride..];
+                for (p, row) in out.chunks_exact_mut(NR).enumerate() {
+                    row[j] = col[p * b.row_stride];
                 }
             }
         }
     }
 }
 
-/// The micro-kernel, `out = a_panel · b_panel` (12×32): 24 accumulators (12 rows × 2
-/// vectors of 16), per step two loads of `b` and twelve broadcasts of `a`.
+/// One `rows × cols` tile (`rows ≤ 8`, `cols ≤ 32`): dispatches to the kernel built for
+/// that many rows.
+///
+/// # Safety
+/// AVX-512F is available; `a` reads `a[i · rs + p · cs]` for `i < rows`, `p < kc` are in
+/// bounds of `a`; `b` holds `kc × 32` floats from a 64-byte aligned start; `c` is
+/// exclusive access to `rows` rows of `cols` floats, `ldc` apart.
+#[allow(clippy::too_many_arguments)]
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn kernel(kc: usize, a: &[f32], b: &[f32], out: &mut [f32; MR * NR]) {
-    assert!(a.len() >= kc * MR && b.len() >= kc * NR);
-    let mut c = [[_mm512_setzero_ps(); 2]; MR];
-    for p in 0..kc {
-        // SAFETY: `p · 32 + 32 ≤ kc · 32 ≤ b.len()` (asserted above).
-        let (b0, b1) = unsafe {
-            (_mm512_loadu_ps(b.as_ptr().add(p * NR)), _mm512_loadu_ps(b.as_ptr().add(p * NR + 16)))
-        };
-        let ap = &a[p * MR..p * MR + MR];
-        for (ci, &av) in c.iter_mut().zip(ap) {
-            let ai = _mm512_set1_ps(av);
-            ci[0] = _mm512_fmadd_ps(ai, b0, ci[0]);
-            ci[1] = _mm512_fmadd_ps(ai, b1, ci[1]);
-        }
-    }
-    for (i, ci) in c.iter().enumerate() {
-        // SAFETY: row `i` of `out` is the 32 floats at `i · 32`, inside the array.
-        unsafe {
-            _mm512_storeu_ps(out.as_mut_ptr().add(i * NR), ci[0]);
-            _mm512_storeu_ps(out.as_mut_ptr().add(i * NR + 16), ci[1]);
+unsafe fn kernel(
+    rows: usize,
+    cols: usize,
+    kc: usize,
+    a: &[f32],
+    rs: usize,
+    cs: usize,
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    add: bool,
+) {
+    debug_assert!(b.len() >= kc * NR && (rows - 1) * rs + (kc - 1) * cs < a.len());
+    let (a, b) = (a.as_ptr(), b.as_ptr());
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        match rows {
+            8 => tile::<8>(kc, a, rs, cs, b, c, ldc, cols, add),
+            7 => tile::<7>(kc, a, rs, cs, b, c, ldc, cols, add),
+            6 => tile::<6>(kc, a, rs, cs, b, c, ldc, cols, add),
+            5 => tile::<5>(kc, a, rs, cs, b, c, ldc, cols, add),
+            4 => tile::<4>(kc, a, rs, cs, b, c, ldc, cols, add),
+            3 => tile::<3>(kc, a, rs, cs, b, c, ldc, cols, add),
+            2 => tile::<2>(kc, a, rs, cs, b, c, ldc, cols, add),
+            _ => tile::<1>(kc, a, rs, cs, b, c, ldc, cols, add),
         }
     }
 }
 
 /// Off x86-64 the kernel is never chosen (`available()` is false).
 #[cfg(not(target_arch = "x86_64"))]
-fn kernel(_kc: usize, _a: &[f32], _b: &[f32], _out: &mut [f32; MR * NR]) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(
+    _rows: usize,
+    _cols: usize,
+    _kc: usize,
+    _a: &[f32],
+    _rs: usize,
+    _cs: usize,
+    _b: &[f32],
+    _c: *mut f32,
+    _ldc: usize,
+    _add: bool,
+) {
     unreachable!("the AVX-512 GEMM is only chosen on x86-64")
+}
+
+/// The micro-kernel for `R` rows: `R × 2` accumulators over `kc` steps, then one masked
+/// store (or load, add, store) per row and vector.
+///
+/// # Safety
+/// As for `kernel`, with `rows = R`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    add: bool,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let rows: [usize; R] = std::array::from_fn(|i| i * rs);
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..kc {
+        // SAFETY: `bp` walks the panel 32 floats a step, 64-byte aligned (contract);
+        // `ap + rows[i]` is `a[i, p]`, in bounds (contract).
+        unsafe {
+            let b0 = _mm512_load_ps(bp);
+            let b1 = _mm512_load_ps(bp.add(16));
+            for i in 0..R {
+                let ai = _mm512_set1_ps(*ap.add(rows[i]));
+                acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+                acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+            }
+        }
+        // Wrapping: after the last step these point past the data and are not read.
+        ap = ap.wrapping_add(cs);
+        bp = bp.wrapping_add(NR);
+    }
+    let mask = |n: usize| -> __mmask16 { if n >= 16 { 0xFFFF } else { ((1u32 << n) - 1) as __mmask16 } };
+    let (m0, m1) = (mask(cols), mask(cols.saturating_sub(16)));
+    for (i, acc) in acc.iter().enumerate() {
+        let row = c.wrapping_add(i * ldc);
+        // SAFETY: row `i < R` of the tile holds `cols` floats from `row` (contract);
+        // the masks cover exactly those, and masked-off lanes are not accessed.
+        unsafe {
+            let (mut v0, mut v1) = (acc[0], acc[1]);
+            if add {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
+            }
+            _mm512_mask_storeu_ps(row, m0, v0);
+            if m1 != 0 {
+                let row1 = row.add(16);
+                if add {
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row1));
+                }
+                _mm512_mask_storeu_ps(row1, m1, v1);
+            }
+        }
+    }
 }
