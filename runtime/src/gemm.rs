@@ -78,16 +78,100 @@ const PARALLEL_MIN_WORK: usize = 1 << 24;
 /// is still one dot product in the same order, so the result does not depend on the
 /// thread count.
 pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32]) -> Result<()> {
-    product(a, b, c, false)
+    product(a, b, c, false, Structure::default())
 }
 
 /// `c += a·b`: the same product added to what `c` holds (a gradient's second
 /// contribution, without a temporary).
 pub fn sgemm_acc(a: MatRef, b: MatRef, c: &mut [f32]) -> Result<()> {
-    product(a, b, c, true)
+    product(a, b, c, true, Structure::default())
 }
 
-fn product(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool) -> Result<()> {
+/// `c = a·b` where `structure` says which products are known to be zero or unread
+/// (causal attention): the work they stand for is skipped. Every element of `c` the
+/// structure says is read equals the full product's.
+pub fn sgemm_structured(a: MatRef, b: MatRef, c: &mut [f32], structure: Structure) -> Result<()> {
+    structure.check(a, b)?;
+    product(a, b, c, false, structure)
+}
+
+/// Where a square operand is known to be zero: the masked half of causal attention.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tri {
+    /// Nothing known.
+    #[default]
+    Full,
+    /// `x[i, j] = 0` wherever `j > i` (lower triangular: softmax of masked scores).
+    ZeroAbove,
+    /// `x[i, j] = 0` wherever `j < i` (upper triangular: its transpose).
+    ZeroBelow,
+}
+
+/// What a product may skip, as the compiler proved it from the graph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Structure {
+    /// Zeros of the left operand (square).
+    pub a: Tri,
+    /// Zeros of the right operand (square).
+    pub b: Tri,
+    /// Only `c[i, j]` with `j ≤ i` is ever read (scores before the causal mask): tiles
+    /// wholly above the diagonal are not computed and are left zero.
+    pub lower_only: bool,
+}
+
+impl Structure {
+    /// A triangular operand must be square.
+    fn check(&self, a: MatRef, b: MatRef) -> Result<()> {
+        if self.a != Tri::Full && a.rows != a.cols {
+            bail!("gemm: a triangular left operand must be square, not {}×{}", a.rows, a.cols);
+        }
+        if self.b != Tri::Full && b.rows != b.cols {
+            bail!("gemm: a triangular right operand must be square, not {}×{}", b.rows, b.cols);
+        }
+        if self.lower_only && a.rows != b.cols {
+            bail!("gemm: a lower-only output must be square, not {}×{}", a.rows, b.cols);
+        }
+        Ok(())
+    }
+}
+
+/// One product's settings as `split` hands it down: the block's place in the whole
+/// output (the diagonal is in whole-product coordinates).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Task {
+    pub accumulate: bool,
+    pub structure: Structure,
+    /// The block's first row and column in the whole output.
+    pub row0: usize,
+    pub col0: usize,
+    kernel: Kernel,
+}
+
+impl Task {
+    /// The range of `p` that can contribute to rows `i0..i1`, columns `j0..j1` (block
+    /// coordinates) of `c`, within `0..k`; empty when the tile is skipped.
+    pub fn k_range(&self, i0: usize, i1: usize, j0: usize, j1: usize, k: usize) -> (usize, usize) {
+        let (i0, i1, j0, j1) = (i0 + self.row0, i1 + self.row0, j0 + self.col0, j1 + self.col0);
+        let s = self.structure;
+        if s.lower_only && j0 >= i1 {
+            return (0, 0);
+        }
+        let (mut lo, mut hi) = (0, k);
+        match s.a {
+            Tri::ZeroAbove => hi = hi.min(i1),
+            Tri::ZeroBelow => lo = lo.max(i0),
+            Tri::Full => {}
+        }
+        match s.b {
+            Tri::ZeroAbove => lo = lo.max(j0),
+            Tri::ZeroBelow => hi = hi.min(j1),
+            Tri::Full => {}
+        }
+        (lo, hi.max(lo))
+    }
+}
+
+fn product(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool, structure: Structure) -> Result<()> {
     check_product(a, b, c)?;
     if a.cols == 0 {
         if !accumulate {
@@ -95,7 +179,8 @@ fn product(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool) -> Result<()> 
         }
         return Ok(());
     }
-    split(a, b, Out::whole(c, b.cols), accumulate, kernel(), rayon::current_num_threads());
+    let task = Task { accumulate, structure, row0: 0, col0: 0, kernel: kernel() };
+    split(a, b, Out::whole(c, b.cols), task, rayon::current_num_threads());
     Ok(())
 }
 
@@ -153,14 +238,14 @@ impl Out {
 /// each thread then packs only its own columns of `b` and reads `a` in place, so
 /// nothing is packed twice. `matrixmultiply` packs both operands, so it splits so
 /// that each half re-packs the smaller one.
-fn split(a: MatRef, b: MatRef, c: Out, accumulate: bool, kernel: Kernel, threads: usize) {
+fn split(a: MatRef, b: MatRef, c: Out, task: Task, threads: usize) {
     let (m, n) = (a.rows, b.cols);
     if threads < 2 || m * n * a.cols < PARALLEL_MIN_WORK || (m < 16 && n < 32) {
-        sgemm_one(a, b, c, accumulate, kernel);
+        sgemm_one(a, b, c, task);
         return;
     }
     let (t1, t2) = (threads / 2, threads - threads / 2);
-    let by_columns = match kernel {
+    let by_columns = match task.kernel {
         Kernel::Avx512 => n >= 64,
         Kernel::Matrixmultiply => n > m && n >= 32,
     };
@@ -169,19 +254,15 @@ fn split(a: MatRef, b: MatRef, c: Out, accumulate: bool, kernel: Kernel, threads
         let (c_left, c_right) = c.split_cols(left);
         let b_left = MatRef { cols: left, ..b };
         let b_right = MatRef { data: &b.data[left * b.col_stride..], cols: n - left, ..b };
-        rayon::join(
-            || split(a, b_left, c_left, accumulate, kernel, t1),
-            || split(a, b_right, c_right, accumulate, kernel, t2),
-        );
+        let right = Task { col0: task.col0 + left, ..task };
+        rayon::join(|| split(a, b_left, c_left, task, t1), || split(a, b_right, c_right, right, t2));
     } else {
         let top = m / 2;
         let (c_top, c_bottom) = c.split_rows(top);
         let a_top = MatRef { rows: top, ..a };
         let a_bottom = MatRef { data: &a.data[top * a.row_stride..], rows: m - top, ..a };
-        rayon::join(
-            || split(a_top, b, c_top, accumulate, kernel, t1),
-            || split(a_bottom, b, c_bottom, accumulate, kernel, t2),
-        );
+        let bottom = Task { row0: task.row0 + top, ..task };
+        rayon::join(|| split(a_top, b, c_top, task, t1), || split(a_bottom, b, c_bottom, bottom, t2));
     }
 }
 
@@ -216,16 +297,16 @@ pub fn kernel() -> Kernel {
 }
 
 /// One product on this thread; the views are already checked and `k > 0`.
-fn sgemm_one(a: MatRef, b: MatRef, c: Out, accumulate: bool, kernel: Kernel) {
+fn sgemm_one(a: MatRef, b: MatRef, c: Out, task: Task) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if m == 0 || n == 0 {
         return;
     }
     debug_assert!(c.rows == m && c.cols == n);
-    if kernel == Kernel::Avx512 {
+    if task.kernel == Kernel::Avx512 {
         // SAFETY: `kernel()` picks `Avx512` only when `sgemm512::available()`; `c` is
         // exclusive access to this m×n block with row stride `c.row_stride` (see `Out`).
-        unsafe { crate::sgemm512::sgemm(a, b, c.ptr, c.row_stride, accumulate) };
+        unsafe { crate::sgemm512::sgemm(a, b, c.ptr, c.row_stride, task) };
         return;
     }
     // SAFETY: `check` (in `product`, on the whole views; a row or column block of a
@@ -233,7 +314,8 @@ fn sgemm_one(a: MatRef, b: MatRef, c: Out, accumulate: bool, kernel: Kernel) {
     // inside their slices and that the strides fit `isize`; `c` is exclusive access to
     // an m×n block of the output slice (row stride `c.row_stride` ≥ its width, column
     // stride 1; see `Out`), which cannot alias `a` or `b` (shared borrows). With
-    // beta = 0, `c` is only written; with beta = 1 it is read and written.
+    // beta = 0, `c` is only written; with beta = 1 it is read and written. The
+    // structure is not used: the full product equals it wherever it is read.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -246,7 +328,7 @@ fn sgemm_one(a: MatRef, b: MatRef, c: Out, accumulate: bool, kernel: Kernel) {
             b.data.as_ptr(),
             b.row_stride as isize,
             b.col_stride as isize,
-            if accumulate { 1.0 } else { 0.0 },
+            if task.accumulate { 1.0 } else { 0.0 },
             c.ptr,
             c.row_stride as isize,
             1,
@@ -419,6 +501,92 @@ mod tests {
         force_kernel(None);
     }
 
+    /// `x` with the zeros `tri` promises written in.
+    fn triangular(mut x: Vec<f32>, n: usize, tri: Tri) -> Vec<f32> {
+        for i in 0..n {
+            for j in 0..n {
+                let zero = match tri {
+                    Tri::Full => false,
+                    Tri::ZeroAbove => j > i,
+                    Tri::ZeroBelow => j < i,
+                };
+                if zero {
+                    x[i * n + j] = 0.0;
+                }
+            }
+        }
+        x
+    }
+
+    /// `structured` equals the naive product wherever the structure says `c` is read.
+    fn check_structured(m: usize, k: usize, n: usize, structure: Structure, ta: bool) {
+        let a = triangular(data(m * k, 7), m, if m == k { structure.a } else { Tri::Full });
+        let b = triangular(data(k * n, 8), k, if k == n { structure.b } else { Tri::Full });
+        let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+        let av = if ta { MatRef::row_major(&at, k, m).t() } else { MatRef::row_major(&a, m, k) };
+        let bv = MatRef::row_major(&b, k, n);
+        let want = naive(av, bv);
+        let mut c = vec![f32::NAN; m * n];
+        sgemm_structured(av, bv, &mut c, structure).unwrap();
+        for i in 0..m {
+            for j in 0..n {
+                if structure.lower_only && j > i {
+                    continue;
+                }
+                let (p, q) = (c[i * n + j], want[i * n + j]);
+                let kernel = super::kernel();
+                assert!(
+                    (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                    "{kernel:?} {structure:?} {m}×{k}×{n} at ({i}, {j}): {p} vs {q}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn structured_products_match_the_full_product_where_it_is_read() {
+        let _serial = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let tris = [Tri::Full, Tri::ZeroAbove, Tri::ZeroBelow];
+        for kernel in kernels() {
+            force_kernel(Some(kernel));
+            // Square: every combination, across tile edges and more than one `KC` block.
+            for t in [1, 7, 8, 9, 33, 64, 300] {
+                for a in tris {
+                    for b in tris {
+                        for lower_only in [false, true] {
+                            check_structured(t, t, t, Structure { a, b, lower_only }, false);
+                        }
+                    }
+                }
+                for a in tris {
+                    // A triangular left operand times a non-square one, plain and
+                    // read through a transposed view (`Aᵀ·dO`).
+                    for ta in [false, true] {
+                        check_structured(t, t, 33, Structure { a, ..Default::default() }, ta);
+                    }
+                }
+                // Scores before the mask: only the lower triangle is computed.
+                check_structured(t, 40, t, Structure { lower_only: true, ..Default::default() }, false);
+            }
+            // Above the parallel threshold: split by rows (narrow) and by columns (the
+            // diagonal is in whole-product coordinates in both halves).
+            check_structured(1100, 1100, 33, Structure { a: Tri::ZeroAbove, ..Default::default() }, false);
+            check_structured(1100, 1100, 33, Structure { a: Tri::ZeroBelow, ..Default::default() }, true);
+            check_structured(640, 64, 640, Structure { lower_only: true, ..Default::default() }, false);
+            check_structured(640, 640, 640, Structure { b: Tri::ZeroAbove, ..Default::default() }, false);
+        }
+        force_kernel(None);
+        let a = [0f32; 6];
+        let not_square = Structure { a: Tri::ZeroAbove, ..Default::default() };
+        let e = sgemm_structured(
+            MatRef::row_major(&a, 2, 3),
+            MatRef::row_major(&a, 3, 2),
+            &mut [0.0; 4],
+            not_square,
+        );
+        assert!(e.unwrap_err().message.contains("square"));
+    }
+
     #[test]
     fn threaded_products_equal_single_threaded_ones_bit_for_bit() {
         let _serial = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -439,7 +607,14 @@ mod tests {
             for left in [MatRef::row_major(&a, m, k), MatRef::row_major(&at, k, m).t()] {
                 let right = MatRef::row_major(&b, k, n);
                 let mut one = vec![0f32; m * n];
-                sgemm_one(left, right, Out::whole(&mut one, n), false, super::kernel());
+                let task = Task {
+                    accumulate: false,
+                    structure: Structure::default(),
+                    row0: 0,
+                    col0: 0,
+                    kernel: super::kernel(),
+                };
+                sgemm_one(left, right, Out::whole(&mut one, n), task);
                 let want = naive(left, right);
                 assert!(one.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-3), "{m}×{k}×{n}");
                 for threads in [2, 3, 4] {

@@ -38,6 +38,18 @@ pub fn matmul(a: &Real, b: &Real) -> Result<Real> {
 /// when its flag is set: the GEMM reads a transposed operand through its strides, so
 /// `xᵀ·y` costs no copy of `x`.
 pub fn matmul_t(a: &Real, ta: bool, b: &Real, tb: bool) -> Result<Real> {
+    matmul_structured(a, ta, b, tb, crate::gemm::Structure::default())
+}
+
+/// `matmul_t` where each matrix of the batch has the zeros or unread part `structure`
+/// names (causal attention, as the compiler proved it): that work is skipped.
+pub fn matmul_structured(
+    a: &Real,
+    ta: bool,
+    b: &Real,
+    tb: bool,
+    structure: crate::gemm::Structure,
+) -> Result<Real> {
     let (ra, rb) = (a.ndim(), b.ndim());
     let dims = |t: &Real, tr: bool| {
         let n = t.ndim();
@@ -89,7 +101,7 @@ pub fn matmul_t(a: &Real, ta: bool, b: &Real, tb: bool) -> Result<Real> {
     let product = |i: usize, c: &mut [f32]| {
         let left = view(&a_data, &a_strides, a.shape(), i, ta);
         let right = view(&b_data, &b_strides, b.shape(), i, tb);
-        crate::gemm::sgemm(left, right, c)
+        crate::gemm::sgemm_structured(left, right, c, structure)
     };
     if batch > 1 && m * n > 0 && batch * m * n * k >= BATCH_PARALLEL_MIN_WORK {
         // Many small products (attention heads): one per task, over the pool.

@@ -25,7 +25,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use crate::gemm::MatRef;
+use crate::gemm::{MatRef, Task};
 
 /// Rows of a tile.
 const MR: usize = 8;
@@ -46,14 +46,15 @@ pub fn available() -> bool {
     false
 }
 
-/// `c = a·b` (or `c += a·b` when `accumulate`) for the `a.rows × b.cols` block of `c` at
-/// `c`, rows `ldc` apart (column stride 1), on this thread. `a` and `b` are checked
-/// views of compatible shapes.
+/// `c = a·b` (or `c += a·b` when `task.accumulate`) for the `a.rows × b.cols` block of
+/// `c` at `c`, rows `ldc` apart (column stride 1), on this thread, skipping the tiles
+/// and steps of `k` the task's structure rules out. `a` and `b` are checked views of
+/// compatible shapes.
 ///
 /// # Safety
 /// AVX-512F must be available (`available()`), and `c` must be exclusive access to the
 /// `a.rows × b.cols` block it addresses (rows `ldc ≥ b.cols` apart).
-pub(crate) unsafe fn sgemm(a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool) {
+pub(crate) unsafe fn sgemm(a: MatRef, b: MatRef, c: *mut f32, ldc: usize, task: Task) {
     // The packing buffer is kept per thread: allocating it per call cost more than the
     // product itself on the tiny shapes. 16 floats of slack to align it to 64 bytes.
     thread_local! {
@@ -66,7 +67,7 @@ pub(crate) unsafe fn sgemm(a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumu
         }
         let align = packed.as_ptr().align_offset(64).min(16);
         // SAFETY: forwarded from this function's contract.
-        unsafe { blocks(a, b, c, ldc, accumulate, &mut packed[align..]) }
+        unsafe { blocks(a, b, c, ldc, task, &mut packed[align..]) }
     })
 }
 
@@ -74,8 +75,9 @@ pub(crate) unsafe fn sgemm(a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumu
 ///
 /// # Safety
 /// As for `sgemm`; `bp` is 64-byte aligned and holds `min(KC, k) × NC` rounded up.
-unsafe fn blocks(a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool, bp: &mut [f32]) {
+unsafe fn blocks(a: MatRef, b: MatRef, c: *mut f32, ldc: usize, task: Task, bp: &mut [f32]) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    let accumulate = task.accumulate;
     if m == 0 || n == 0 {
         return;
     }
@@ -93,24 +95,38 @@ unsafe fn blocks(a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             pack_b(b, pc, kc, jc, nc, bp);
-            let add = accumulate || pc > 0;
             for ir in (0..m).step_by(MR) {
                 let rows = MR.min(m - ir);
-                // The strip's first element, `a[ir, pc]`: inside `a.data` (checked view).
-                let strip = &a.data[ir * a.row_stride + pc * a.col_stride..];
                 for jr in (0..nc).step_by(NR) {
                     let cols = NR.min(nc - jr);
-                    let panel = &bp[jr * kc..(jr + NR) * kc];
+                    // The steps of this block that can contribute to the tile.
+                    let (lo, hi) = task.k_range(ir, ir + rows, jc + jr, jc + jr + cols, k);
+                    let (lo, hi) = (lo.max(pc), hi.min(pc + kc));
+                    let first = !accumulate && pc == 0;
+                    // Nothing to add: a tile is still written (as zeros) the first time.
+                    let (lo, steps) = if lo < hi {
+                        (lo, hi - lo)
+                    } else if first {
+                        (pc, 0)
+                    } else {
+                        continue;
+                    };
+                    // After the first block, and when accumulating, the tile is added to;
+                    // a tile whose first block had nothing to add was written as zeros.
+                    let add = !first;
+                    // The strip's first element, `a[ir, lo]`: inside `a.data` (checked view).
+                    let strip = &a.data[ir * a.row_stride + lo * a.col_stride..];
+                    let panel = &bp[jr * kc + (lo - pc) * NR..(jr + NR) * kc];
                     // SAFETY: AVX-512F is available (contract). `strip` starts at
-                    // `a[ir, pc]`, and the kernel reads `a[ir + i, pc + p]` for
-                    // `i < rows`, `p < kc`: all inside the checked view, so inside
-                    // `a.data`. `panel` holds `kc` rows of 32 floats at a 64-byte
-                    // aligned start (`bp` is aligned and `jr · kc` is a multiple of 16).
-                    // The tile `c[ir.., jc + jr..]`, `rows × cols`, lies in the block
-                    // `c` gives exclusive access to.
+                    // `a[ir, lo]`, and the kernel reads `a[ir + i, lo + p]` for
+                    // `i < rows`, `p < steps ≤ k - lo`: all inside the checked view, so
+                    // inside `a.data`. `panel` holds `steps` rows of 32 floats from a
+                    // 64-byte aligned start (`bp` is aligned, and `jr · kc` and
+                    // `(lo - pc) · 32` are multiples of 16). The tile `c[ir.., jc + jr..]`,
+                    // `rows × cols`, lies in the block `c` gives exclusive access to.
                     unsafe {
                         let tile = c.add(ir * ldc + jc + jr);
-                        kernel(rows, cols, kc, strip, a.row_stride, a.col_stride, panel, tile, ldc, add)
+                        kernel(rows, cols, steps, strip, a.row_stride, a.col_stride, panel, tile, ldc, add)
                     };
                 }
             }
@@ -148,7 +164,8 @@ fn pack_b(b: MatRef, pc: usize, kc: usize, jc: usize, nc: usize, bp: &mut [f32])
     }
 }
 
-/// One `rows × cols` tile (`rows ≤ 8`, `cols ≤ 32`): dispatches to the kernel built for
+/// One `rows × cols` tile (`rows ≤ 8`, `cols ≤ 32`) over `kc` steps (0: the tile is
+/// written as zeros, or left as it is when adding): dispatches to the kernel built for
 /// that many rows.
 ///
 /// # Safety
@@ -169,7 +186,7 @@ unsafe fn kernel(
     ldc: usize,
     add: bool,
 ) {
-    debug_assert!(b.len() >= kc * NR && (rows - 1) * rs + (kc - 1) * cs < a.len());
+    debug_assert!(b.len() >= kc * NR && (kc == 0 || (rows - 1) * rs + (kc - 1) * cs < a.len()));
     let (a, b) = (a.as_ptr(), b.as_ptr());
     // SAFETY: forwarded from this function's contract.
     unsafe {

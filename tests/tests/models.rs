@@ -111,10 +111,15 @@ fn named(list: Vec<(String, &ArrayD<f32>)>) -> BTreeMap<String, ArrayD<f32>> {
 
 #[test]
 fn gpt_matches_the_interpreter_at_odd_sizes_and_single_rows() {
-    // d = 48, H = 3 (d_k = 16), T = 17, V = 97; then a one-sequence batch, and T = 1.
-    for (b, t, d, h, f, v, l) in
-        [(2, 17, 48, 3, 40, 97, 2), (1, 17, 48, 3, 40, 97, 1), (3, 1, 12, 3, 20, 11, 1)]
-    {
+    // d = 48, H = 3 (d_k = 16), T = 17, V = 97; then a one-sequence batch, and T = 1;
+    // then T = 71, longer than two of the GEMM's 32-column tiles, so causal attention
+    // skips whole tiles above the diagonal (not only parts of the diagonal ones).
+    for (b, t, d, h, f, v, l) in [
+        (2, 17, 48, 3, 40, 97, 2),
+        (1, 17, 48, 3, 40, 97, 1),
+        (3, 1, 12, 3, 20, 11, 1),
+        (2, 71, 24, 2, 28, 53, 1),
+    ] {
         let sizes = gpt::Sizes { D: d, H: h, F: f, V: v, T: t, L: l };
         let params = gpt::Params::init(&sizes, 5).unwrap();
         let tokens = indices(&[b, t], v, 1);

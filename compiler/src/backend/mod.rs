@@ -6,6 +6,7 @@
 //! `grads`, `train_step`, `formulas`, `SOURCE`, and with `output` statements `Outputs` and `outputs`. Inside, each stage is a forward and a backward
 //! function (`stage`); `loss` and `grads` run the stages, the loops over layers.
 
+mod causal;
 pub mod emit;
 pub use formulas::param_formulas;
 pub mod formulas;

@@ -5,6 +5,7 @@
 
 use std::fmt::Write;
 
+use super::causal::Causal;
 use super::schedule::{Item, Level, Schedule, transposed_source};
 use super::stage::{self, StagePlan};
 use crate::egraph::Sizes;
@@ -35,8 +36,10 @@ fn human(b: f64) -> String {
     }
 }
 
-/// One pass's schedule: a line per fused loop and per kernel.
-fn pass(out: &mut String, g: &Graph, s: &Schedule, sizes: &Sizes) {
+/// One pass's schedule: a line per fused loop and per kernel (`roots`: what the pass
+/// hands back, which the causal analysis must leave whole).
+fn pass(out: &mut String, g: &Graph, s: &Schedule, sizes: &Sizes, roots: &[ValueId]) {
+    let causal = Causal::of(g, &roots.iter().copied().collect());
     let (mut loops, mut kernels, mut products) = (0, 0, 0);
     for item in &s.items {
         match *item {
@@ -70,13 +73,18 @@ fn pass(out: &mut String, g: &Graph, s: &Schedule, sizes: &Sizes) {
                     (Op::Matmul, Some(src)) => format!("{}ᵀ", name(g, src)),
                     _ => name(g, i),
                 };
+                let skip = match g.node(id).op {
+                    Op::Matmul => causal.product(g, id).describe().map(|d| format!(" [{d}]")),
+                    _ => None,
+                };
                 let _ = writeln!(
                     out,
-                    "    {} {} → {} ({})",
+                    "    {} {} → {} ({}){}",
                     g.node(id).op.mnemonic(),
                     g.node(id).inputs.iter().map(|&i| operand(i)).collect::<Vec<_>>().join(", "),
                     name(g, id),
-                    human(bytes(sizes, g, id))
+                    human(bytes(sizes, g, id)),
+                    skip.unwrap_or_default()
                 );
             }
         }
@@ -98,13 +106,14 @@ pub fn describe(p: &Program) -> String {
             None => "before the loop".to_string(),
         };
         let _ = writeln!(out, "\nstage {k}, {what}");
-        let Some(StagePlan { forward_set, forward_roots, backward, saved, recompute, .. }) = stage::plan(st)
+        let Some(StagePlan { forward_set, forward_roots, grad_roots, backward, saved, recompute, .. }) =
+            stage::plan(st)
         else {
             continue;
         };
         let forward = stage::forward_schedule(st, &forward_set, &forward_roots);
         let _ = writeln!(out, "  forward:");
-        pass(&mut out, g, &forward, &sizes);
+        pass(&mut out, g, &forward, &sizes, &forward_roots);
         let total = saved.iter().fold(0.0, |t, &id| t + bytes(&sizes, g, id));
         let _ = writeln!(out, "  saved for the backward pass: {} tensors, {}", saved.len(), human(total));
         for &id in &saved {
@@ -121,7 +130,7 @@ pub fn describe(p: &Program) -> String {
             );
         }
         let _ = writeln!(out, "  backward:");
-        pass(&mut out, g, &backward, &sizes);
+        pass(&mut out, g, &backward, &sizes, &grad_roots);
     }
     out
 }

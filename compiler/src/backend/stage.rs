@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
+use super::causal::{Causal, Tri};
 use super::emit::{Emit, field};
 use super::loops;
 use super::schedule::{self, Item, Schedule};
@@ -292,6 +293,7 @@ fn items(
 ) -> Vec<TokenStream> {
     let local_of = |id: ValueId| local(g, id);
     let ref_of = |id: ValueId| is_ref.contains(&id);
+    let causal = Causal::of(g, keep);
     let names = loops::Names { local: &local_of, is_ref: &ref_of };
     let mut last_read: std::collections::BTreeMap<ValueId, usize> = std::collections::BTreeMap::new();
     for (i, item) in plan.items.iter().enumerate() {
@@ -314,7 +316,7 @@ fn items(
                         let (v, xl, shape) = (local(g, id), local(g, x), cx.shape(&shape.0));
                         quote!(let #v = ::adjoint::ops::reshape_owned(#xl, #shape)?;)
                     }
-                    _ => node(g, id, &local(g, id), is_ref, cx),
+                    _ => node(g, id, &local(g, id), is_ref, &causal, cx),
                 }
             }
             Item::Group(gi) => loops::emit_group(g, plan, gi, &names, cx),
@@ -368,7 +370,14 @@ pub fn emit_outputs(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenSt
 }
 
 /// `let v = kernel(inputs);` for one node.
-fn node(g: &Graph, id: ValueId, v: &Ident, is_ref: &BTreeSet<ValueId>, cx: &Emit) -> TokenStream {
+fn node(
+    g: &Graph,
+    id: ValueId,
+    v: &Ident,
+    is_ref: &BTreeSet<ValueId>,
+    causal: &Causal,
+    cx: &Emit,
+) -> TokenStream {
     let arg = |i: ValueId| {
         let l = local(g, i);
         if is_ref.contains(&i) { quote!(#l) } else { quote!(&#l) }
@@ -384,8 +393,20 @@ fn node(g: &Graph, id: ValueId, v: &Ident, is_ref: &BTreeSet<ValueId>, cx: &Emit
                 None => (arg(i), false),
             })
             .collect();
+        let ((a, ta), (b, tb)) = (&ops[0], &ops[1]);
+        let skip = causal.product(g, id);
+        if !skip.is_none() {
+            // Causal attention: the masked half is not computed (`causal.rs`).
+            let tri = |t: Tri| match t {
+                Tri::Full => quote!(::adjoint::gemm::Tri::Full),
+                Tri::ZeroAbove => quote!(::adjoint::gemm::Tri::ZeroAbove),
+                Tri::ZeroBelow => quote!(::adjoint::gemm::Tri::ZeroBelow),
+            };
+            let (sa, sb, lower_only) = (tri(skip.a), tri(skip.b), skip.lower_only);
+            let structure = quote!(::adjoint::gemm::Structure { a: #sa, b: #sb, lower_only: #lower_only });
+            return quote!(let #v = ::adjoint::ops::matmul_structured(#a, #ta, #b, #tb, #structure)?;);
+        }
         if ops.iter().any(|o| o.1) {
-            let ((a, ta), (b, tb)) = (&ops[0], &ops[1]);
             return quote!(let #v = ::adjoint::ops::matmul_t(#a, #ta, #b, #tb)?;);
         }
     }
