@@ -373,7 +373,31 @@ pub fn gelu_grad_scalar(x: f32) -> f32 {
 
 pub fn sum(a: &Real, axis: usize) -> Result<Real> {
     need_axis("sum", a.ndim(), axis)?;
-    Ok(a.sum_axis(Axis(axis)))
+    let Some(data) = a.as_slice() else { return Ok(a.sum_axis(Axis(axis))) };
+    // A contiguous tensor is `[outer, n, inner]` around the axis: each output row is the
+    // in-order sum of `n` contiguous rows of `inner` floats (column sums of a gradient:
+    // one pass over memory, vectorised; ndarray's `sum_axis` strides down columns).
+    let shape = a.shape();
+    let (outer, n, inner) =
+        (shape[..axis].iter().product::<usize>(), shape[axis], shape[axis + 1..].iter().product::<usize>());
+    let mut out_shape = shape.to_vec();
+    out_shape.remove(axis);
+    // Every element is written below, so a pooled buffer will do.
+    let mut out = crate::pool::take(outer * inner);
+    for (o, dst) in out.chunks_exact_mut(inner.max(1)).enumerate().take(outer) {
+        let block = &data[o * n * inner..(o + 1) * n * inner];
+        if n == 0 {
+            dst.fill(0.0);
+        } else if inner == 1 {
+            dst[0] = crate::fused::sum(block);
+        } else {
+            dst.copy_from_slice(&block[..inner]);
+            for row in block[inner..].chunks_exact(inner) {
+                dst.iter_mut().zip(row).for_each(|(d, &x)| *d += x);
+            }
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(shape_err("sum"))
 }
 
 pub fn max(a: &Real, axis: usize) -> Result<Real> {
@@ -578,6 +602,30 @@ mod tests {
         let part = wide.slice_axis(Axis(2), Slice::from(4..8)).to_owned();
         assert_eq!(matmul(&a, &part).unwrap(), want);
         assert!(matmul_t(&a, true, &b, false).is_err());
+    }
+
+    #[test]
+    fn sums_along_every_axis_match_ndarray() {
+        for shape in [vec![7usize], vec![1, 5], vec![33, 1], vec![4, 0, 3], vec![3, 17, 9], vec![2, 3, 4, 5]]
+        {
+            let n: usize = shape.iter().product();
+            let a =
+                Real::from_shape_vec(IxDyn(&shape), (0..n).map(|i| (i % 13) as f32 - 6.0).collect()).unwrap();
+            for axis in 0..shape.len() {
+                let want = a.sum_axis(Axis(axis));
+                let got = sum(&a, axis).unwrap();
+                assert_eq!(got.shape(), want.shape(), "{shape:?} axis {axis}");
+                assert!(got.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-4), "{shape:?} axis {axis}");
+            }
+            // A transposed view takes the general path.
+            if shape.len() >= 2 {
+                let t = a.t().to_owned();
+                let strided = t.t();
+                let got = sum(&strided.to_owned(), 0).unwrap();
+                assert!(got.iter().zip(&a.sum_axis(Axis(0))).all(|(x, y)| (x - y).abs() < 1e-4));
+            }
+        }
+        assert!(sum(&Real::zeros(IxDyn(&[2, 3])), 2).is_err());
     }
 
     #[test]
