@@ -407,10 +407,12 @@ mod tests {
 
     #[test]
     fn rows_hands_each_row_its_slices_on_one_or_many_threads_and_every_build() {
-        for (cap, rows_n) in paths().into_iter().flat_map(|p| [(p, 1usize), (p, 3), (p, 4096)]) {
+        let width = 17;
+        // The last size is above the threshold at which rows are split over the pool.
+        let many = PARALLEL_MIN_ELEMENTS / width + 5;
+        for (cap, rows_n) in paths().into_iter().flat_map(|p| [(p, 1usize), (p, 3), (p, many)]) {
             force_path(Some(cap));
             assert_eq!(path(), cap);
-            let width = 17;
             let mut a = vec![0f32; rows_n * width];
             let mut b = vec![0f32; rows_n];
             rows(rows_n, width, 2, [(&mut a[..], width), (&mut b[..], 1)], |r, [a, b], s| {
