@@ -38,7 +38,7 @@ pub fn matmul(a: &Real, b: &Real) -> Result<Real> {
 /// when its flag is set: the GEMM reads a transposed operand through its strides, so
 /// `xᵀ·y` costs no copy of `x`.
 pub fn matmul_t(a: &Real, ta: bool, b: &Real, tb: bool) -> Result<Real> {
-    matmul_structured(a, ta, b, tb, crate::gemm::Structure::default())
+    matmul_perm(a, &swap(a, ta), b, &swap(b, tb), crate::gemm::Structure::default())
 }
 
 /// `matmul_t` where each matrix of the batch has the zeros or unread part `structure`
@@ -50,36 +50,67 @@ pub fn matmul_structured(
     tb: bool,
     structure: crate::gemm::Structure,
 ) -> Result<Real> {
-    let (ra, rb) = (a.ndim(), b.ndim());
-    let dims = |t: &Real, tr: bool| {
-        let n = t.ndim();
-        if tr { (t.shape()[n - 1], t.shape()[n - 2]) } else { (t.shape()[n - 2], t.shape()[n - 1]) }
-    };
-    if ra < 2 || ra != rb || a.shape()[..ra - 2] != b.shape()[..rb - 2] || dims(a, ta).1 != dims(b, tb).0 {
-        bail!(
-            "matmul: shapes {:?}{} and {:?}{} do not multiply",
-            a.shape(),
-            if ta { "ᵀ" } else { "" },
-            b.shape(),
-            if tb { "ᵀ" } else { "" }
-        );
+    matmul_perm(a, &swap(a, ta), b, &swap(b, tb), structure)
+}
+
+/// The permutation swapping the last two axes when `tr` (else none).
+fn swap(t: &Real, tr: bool) -> Vec<usize> {
+    let n = t.ndim();
+    if tr && n >= 2 { (0..n - 2).chain([n - 1, n - 2]).collect() } else { Vec::new() }
+}
+
+/// `permute(a, pa) · permute(b, pb)` (an empty permutation leaves its operand as it is),
+/// batched over equal leading axes, skipping what `structure` rules out. The operands
+/// are read through the permuted strides: the heads of attention, split or merged by a
+/// permute, and transposed weights cost no copy.
+pub fn matmul_perm(
+    a: &Real,
+    pa: &[usize],
+    b: &Real,
+    pb: &[usize],
+    structure: crate::gemm::Structure,
+) -> Result<Real> {
+    matmul_views(permuted(a, pa)?, permuted(b, pb)?, structure)
+}
+
+/// `t` read through the permutation `perm` (no copy); an empty one is the identity.
+fn permuted<'a>(t: &'a Real, perm: &[usize]) -> Result<ndarray::ArrayViewD<'a, f32>> {
+    if perm.is_empty() {
+        return Ok(t.view());
     }
-    let ((m, k), (_, n)) = (dims(a, ta), dims(b, tb));
+    let mut seen = vec![false; t.ndim()];
+    if perm.len() != t.ndim()
+        || !perm.iter().all(|&p| p < seen.len() && !std::mem::replace(&mut seen[p], true))
+    {
+        bail!("matmul: {perm:?} is not a permutation of the axes of a {:?} operand", t.shape());
+    }
+    Ok(t.view().permuted_axes(IxDyn(perm)))
+}
+
+/// The batched product of two views in any layout.
+fn matmul_views(
+    a: ndarray::ArrayViewD<f32>,
+    b: ndarray::ArrayViewD<f32>,
+    structure: crate::gemm::Structure,
+) -> Result<Real> {
+    let (ra, rb) = (a.ndim(), b.ndim());
+    if ra < 2
+        || ra != rb
+        || a.shape()[..ra - 2] != b.shape()[..rb - 2]
+        || a.shape()[ra - 1] != b.shape()[rb - 2]
+    {
+        bail!("matmul: shapes {:?} and {:?} do not multiply", a.shape(), b.shape());
+    }
+    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
     let mut out_shape = a.shape()[..ra - 2].to_vec();
     out_shape.extend([m, n]);
     let lead = &a.shape()[..ra - 2];
     let batch = lead.iter().product::<usize>();
-    let (a_data, a_strides) = strided(a);
-    let (b_data, b_strides) = strided(b);
+    let (a_data, a_strides) = strided(&a);
+    let (b_data, b_strides) = strided(&b);
     // Matrix `i` of the batch, read through the operand's own strides (row-major,
-    // column-major, or a slice's), transposed by swapping them.
-    fn view<'d>(
-        data: &'d [f32],
-        strides: &[usize],
-        shape: &[usize],
-        i: usize,
-        tr: bool,
-    ) -> crate::gemm::MatRef<'d> {
+    // column-major, permuted, or a slice's).
+    fn view<'d>(data: &'d [f32], strides: &[usize], shape: &[usize], i: usize) -> crate::gemm::MatRef<'d> {
         let r = shape.len();
         let mut offset = 0;
         let mut rest = i;
@@ -87,20 +118,19 @@ pub fn matmul_structured(
             offset += (rest % shape[axis].max(1)) * strides[axis];
             rest /= shape[axis].max(1);
         }
-        let m = crate::gemm::MatRef {
+        crate::gemm::MatRef {
             data: data.get(offset..).unwrap_or(&[]),
             rows: shape[r - 2],
             cols: shape[r - 1],
             row_stride: strides[r - 2],
             col_stride: strides[r - 1],
-        };
-        if tr { m.t() } else { m }
+        }
     }
     // Written in place by the GEMM (which only writes its output) into a pooled buffer.
     let mut out = crate::pool::take(batch * m * n);
     let product = |i: usize, c: &mut [f32]| {
-        let left = view(&a_data, &a_strides, a.shape(), i, ta);
-        let right = view(&b_data, &b_strides, b.shape(), i, tb);
+        let left = view(&a_data, &a_strides, a.shape(), i);
+        let right = view(&b_data, &b_strides, b.shape(), i);
         crate::gemm::sgemm_structured(left, right, c, structure)
     };
     if batch > 1 && m * n > 0 && batch * m * n * k >= BATCH_PARALLEL_MIN_WORK {
@@ -117,7 +147,7 @@ pub fn matmul_structured(
 
 /// A tensor's elements and per-axis strides, borrowed when they form one block with
 /// non-negative strides (any axis order), else copied to row-major.
-fn strided(t: &Real) -> (std::borrow::Cow<'_, [f32]>, Vec<usize>) {
+fn strided<'a>(t: &'a ndarray::ArrayViewD<'_, f32>) -> (std::borrow::Cow<'a, [f32]>, Vec<usize>) {
     if t.strides().iter().all(|&s| s >= 0)
         && let Some(data) = t.as_slice_memory_order()
     {

@@ -127,7 +127,7 @@ fn forward_facts(g: &Graph, id: ValueId, facts: &[Facts]) -> Facts {
             zero_below: false,
             neg_inf_above: fill.factors.is_empty() && fill.coef == f64::NEG_INFINITY,
         },
-        Op::Layout(Layout::Permute(p)) if swaps_last_two(p) && p.len() >= 2 && only_last_two(p) => {
+        Op::Layout(Layout::Permute(p)) if swaps_last_two(p) => {
             let x = of(0);
             Facts { zero_above: x.zero_below, zero_below: x.zero_above, neg_inf_above: false }
         }
@@ -159,12 +159,6 @@ fn forward_facts(g: &Graph, id: ValueId, facts: &[Facts]) -> Facts {
         },
         _ => none,
     }
-}
-
-/// Whether a permutation moves nothing but the last two axes (`[0, .., n-1, n-2]`).
-fn only_last_two(p: &[usize]) -> bool {
-    let n = p.len();
-    p[..n - 2].iter().enumerate().all(|(i, &a)| a == i)
 }
 
 /// Whether `id` is a value broadcast along the last axis (one value per row).

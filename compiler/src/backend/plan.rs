@@ -6,11 +6,11 @@
 use std::fmt::Write;
 
 use super::causal::Causal;
-use super::schedule::{Item, Level, Schedule, transposed_source};
+use super::schedule::{Item, Level, Schedule, permute_source};
 use super::stage::{self, StagePlan};
 use crate::egraph::Sizes;
 use crate::ir::{Graph, ValueId};
-use crate::ops::Op;
+use crate::ops::{Op, swaps_last_two};
 use crate::program::Program;
 
 /// A value's name for the plan: its formula name if it has one.
@@ -68,9 +68,10 @@ fn pass(out: &mut String, g: &Graph, s: &Schedule, sizes: &Sizes, roots: &[Value
                 if matches!(g.node(id).op, Op::Matmul) {
                     products += 1;
                 }
-                // Products name a transposed operand by its source, read through strides.
-                let operand = |i: ValueId| match (&g.node(id).op, transposed_source(g, i)) {
-                    (Op::Matmul, Some(src)) => format!("{}ᵀ", name(g, src)),
+                // Products name a permuted operand by its source, read through strides.
+                let operand = |i: ValueId| match (&g.node(id).op, permute_source(g, i)) {
+                    (Op::Matmul, Some((src, p))) if swaps_last_two(&p) => format!("{}ᵀ", name(g, src)),
+                    (Op::Matmul, Some((src, p))) => format!("{} read as permute{p:?}", name(g, src)),
                     _ => name(g, i),
                 };
                 let skip = match g.node(id).op {

@@ -6,7 +6,8 @@
 //! last-axis reductions and the scalar arithmetic on their results (level `Row`, one
 //! value per row). Broadcasts are never computed: a group reads through them, as a
 //! per-row scalar (a row statistic spread along the row) or a strided view (a bias
-//! repeated over rows). Constants are inlined. Everything else (products, layout ops,
+//! repeated over rows); so are permutes that keep the last axis (rows at permuted
+//! offsets). Constants are inlined. Everything else (products, layout ops,
 //! gathers, column sums) is a *kernel*: one runtime call, as before.
 //!
 //! Invariants: a node joins a group only if every operand is readable there and joining
@@ -19,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ir::{DType, Graph, ValueId};
-use crate::ops::{IndexOp, Layout, Op, Reduce, SelectOp, Source, swaps_last_two};
+use crate::ops::{IndexOp, Layout, Op, Reduce, SelectOp, Source};
 
 /// Where a member's value lives in its group's loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +49,7 @@ pub struct Group {
     pub members: Vec<ValueId>,
 }
 
-/// A value read inside a loop, after looking through broadcasts.
+/// A value read inside a loop, after looking through broadcasts and row-keeping permutes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Read {
     /// Another member of the same group.
@@ -120,14 +121,29 @@ fn rank(g: &Graph, id: ValueId) -> usize {
     g.shape(id).rank()
 }
 
-/// Follows broadcasts down from `id` read at `coords` (the space axis of each of its
-/// axes): the node actually read, and the space axis of each of its axes.
-pub fn through_broadcasts(g: &Graph, mut id: ValueId, mut coords: Vec<usize>) -> (ValueId, Vec<usize>) {
-    while let Op::Layout(Layout::Broadcast { axis, .. }) = &g.node(id).op {
-        coords.remove(*axis);
+/// Follows broadcasts, and permutes that keep the last axis last, down from `id` read
+/// at `coords` (the space axis of each of its axes): the node actually read, and the
+/// space axis of each of its axes. A permuted tensor's row is then a contiguous row of
+/// its operand at a computed offset, so neither layout op is ever materialised for a
+/// loop (the head split and merge of attention cost no copy).
+pub fn through_layout(g: &Graph, mut id: ValueId, mut coords: Vec<usize>) -> (ValueId, Vec<usize>) {
+    loop {
+        match &g.node(id).op {
+            Op::Layout(Layout::Broadcast { axis, .. }) => {
+                coords.remove(*axis);
+            }
+            Op::Layout(Layout::Permute(p)) if p.last() == Some(&(p.len() - 1)) => {
+                // Output axis `i` is input axis `p[i]`.
+                let mut input = vec![0; p.len()];
+                for (i, &a) in p.iter().enumerate() {
+                    input[a] = coords[i];
+                }
+                coords = input;
+            }
+            _ => return (id, coords),
+        }
         id = g.node(id).inputs[0];
     }
-    (id, coords)
 }
 
 /// How `id`'s inputs are read at `level`: the space axes of each input's axes.
@@ -205,7 +221,7 @@ pub fn reads(g: &Graph, s: &Schedule, gi: usize, id: ValueId, level: Level) -> O
     let lead = lead(g, &s.groups[gi]);
     let mut out = Vec::new();
     for (&input, coords) in g.node(id).inputs.iter().zip(operand_coords(g, id, level, lead)) {
-        let (base, coords) = through_broadcasts(g, input, coords);
+        let (base, coords) = through_layout(g, input, coords);
         let read = match s.member(base) {
             Some((bg, bl)) if bg == gi => {
                 let want: Vec<usize> = match bl {
@@ -224,6 +240,8 @@ pub fn reads(g: &Graph, s: &Schedule, gi: usize, id: ValueId, level: Level) -> O
             {
                 Read::OneHot { index: g.node(base).inputs[0], coords: coords[..coords.len() - 1].to_vec() }
             }
+            // A leaf read along the row is a contiguous slice: its last axis must be the row.
+            _ if coords.contains(&lead) && coords.last() != Some(&lead) => return None,
             _ => Read::Leaf { base, coords },
         };
         // A row value cannot read anything that varies along the row.
@@ -254,7 +272,7 @@ fn place(
     let shape = g.shape(id);
     let mut tried = BTreeSet::new();
     for &input in &g.node(id).inputs {
-        let (base, _) = through_broadcasts(g, input, (0..g.shape(input).rank()).collect());
+        let (base, _) = through_layout(g, input, (0..g.shape(input).rank()).collect());
         let Some((gi, _)) = s.member(base).or_else(|| s.member(input)) else { continue };
         if !tried.insert(gi) {
             continue;
@@ -333,22 +351,29 @@ fn liveness(g: &Graph, s: &mut Schedule, wanted: &[bool], leaf: &dyn Fn(ValueId)
     s.needed = needed;
 }
 
-/// What a kernel reads: its inputs, except that a product reads a transposed operand
-/// through the transpose (the GEMM takes strided views).
+/// What a kernel reads: its inputs, except that a product reads a permuted operand
+/// (a transpose, the heads of attention) through the permute: the GEMM takes strided
+/// views.
 pub fn kernel_operands(g: &Graph, id: ValueId) -> Vec<ValueId> {
     let node = g.node(id);
     match node.op {
-        Op::Matmul => node.inputs.iter().map(|&i| transposed_source(g, i).unwrap_or(i)).collect(),
+        Op::Matmul => node.inputs.iter().map(|&i| permute_source(g, i).map_or(i, |p| p.0)).collect(),
         _ => node.inputs.clone(),
     }
 }
 
-/// The operand of `id` if it transposes the last two axes.
-pub fn transposed_source(g: &Graph, id: ValueId) -> Option<ValueId> {
-    match &g.node(id).op {
-        Op::Layout(Layout::Permute(p)) if swaps_last_two(p) => Some(g.node(id).inputs[0]),
-        _ => None,
+/// The operand under a chain of permutes at `id`, and the one permutation the chain
+/// makes (output axis `i` is the operand's axis `perm[i]`); `None` if `id` is no permute.
+pub fn permute_source(g: &Graph, id: ValueId) -> Option<(ValueId, Vec<usize>)> {
+    let (mut at, mut perm) = (id, None::<Vec<usize>>);
+    while let Op::Layout(Layout::Permute(p)) = &g.node(at).op {
+        perm = Some(match perm {
+            None => p.clone(),
+            Some(outer) => outer.iter().map(|&i| p[i]).collect(),
+        });
+        at = g.node(at).inputs[0];
     }
+    perm.map(|p| (at, p))
 }
 
 /// Orders kernels and groups so each runs after what it reads (Kahn's algorithm,

@@ -383,31 +383,36 @@ fn node(
         if is_ref.contains(&i) { quote!(#l) } else { quote!(&#l) }
     };
     if let Op::Matmul = g.node(id).op {
-        // Transposed operands are read through strides (see `schedule::kernel_operands`).
-        let ops: Vec<(TokenStream, bool)> = g
+        // Permuted operands (transposes, attention heads) are read through strides
+        // (`schedule::kernel_operands`); causal products skip the masked half
+        // (`causal.rs`).
+        let ops: Vec<(TokenStream, TokenStream, bool)> = g
             .node(id)
             .inputs
             .iter()
-            .map(|&i| match schedule::transposed_source(g, i) {
-                Some(src) => (arg(src), true),
-                None => (arg(i), false),
+            .map(|&i| match schedule::permute_source(g, i) {
+                Some((src, perm)) => {
+                    let perm = perm.iter().map(|&p| proc_macro2::Literal::usize_unsuffixed(p));
+                    (arg(src), quote!(&[#(#perm),*]), true)
+                }
+                None => (arg(i), quote!(&[]), false),
             })
             .collect();
-        let ((a, ta), (b, tb)) = (&ops[0], &ops[1]);
         let skip = causal.product(g, id);
-        if !skip.is_none() {
-            // Causal attention: the masked half is not computed (`causal.rs`).
+        if !skip.is_none() || ops.iter().any(|o| o.2) {
+            let ((a, pa, _), (b, pb, _)) = (&ops[0], &ops[1]);
             let tri = |t: Tri| match t {
                 Tri::Full => quote!(::adjoint::gemm::Tri::Full),
                 Tri::ZeroAbove => quote!(::adjoint::gemm::Tri::ZeroAbove),
                 Tri::ZeroBelow => quote!(::adjoint::gemm::Tri::ZeroBelow),
             };
-            let (sa, sb, lower_only) = (tri(skip.a), tri(skip.b), skip.lower_only);
-            let structure = quote!(::adjoint::gemm::Structure { a: #sa, b: #sb, lower_only: #lower_only });
-            return quote!(let #v = ::adjoint::ops::matmul_structured(#a, #ta, #b, #tb, #structure)?;);
-        }
-        if ops.iter().any(|o| o.1) {
-            return quote!(let #v = ::adjoint::ops::matmul_t(#a, #ta, #b, #tb)?;);
+            let structure = if skip.is_none() {
+                quote!(::adjoint::gemm::Structure::default())
+            } else {
+                let (sa, sb, lower_only) = (tri(skip.a), tri(skip.b), skip.lower_only);
+                quote!(::adjoint::gemm::Structure { a: #sa, b: #sb, lower_only: #lower_only })
+            };
+            return quote!(let #v = ::adjoint::ops::matmul_perm(#a, #pa, #b, #pb, #structure)?;);
         }
     }
     let args: Vec<TokenStream> = g.node(id).inputs.iter().map(|&i| arg(i)).collect();
