@@ -635,6 +635,30 @@ mod tests {
     }
 
     #[test]
+    fn products_through_permutes_equal_products_of_the_copies() {
+        // Attention's shapes: [B, T, H, dk] read as [B, H, T, dk], times [B, T, H, dk]
+        // read as [B, H, dk, T].
+        let (b, t, h, dk) = (2, 5, 3, 4);
+        let x = Real::from_shape_vec(
+            IxDyn(&[b, t, h, dk]),
+            (0..b * t * h * dk).map(|i| (i % 7) as f32 - 3.0).collect(),
+        )
+        .unwrap();
+        let y = x.mapv(|v| 0.5 * v + 1.0);
+        let (px, py) = ([0, 2, 1, 3], [0, 2, 3, 1]);
+        let got = matmul_perm(&x, &px, &y, &py, crate::gemm::Structure::default()).unwrap();
+        let want = matmul(&permute(&x, &px).unwrap(), &permute(&y, &py).unwrap()).unwrap();
+        assert_eq!(got.shape(), &[b, h, t, t]);
+        assert!(got.iter().zip(&want).all(|(p, q)| (p - q).abs() < 1e-4));
+        let default = crate::gemm::Structure::default();
+        for bad in [&[0, 1, 2][..], &[0, 1, 1, 3], &[0, 1, 2, 4]] {
+            let e = matmul_perm(&x, bad, &y, &py, default).unwrap_err();
+            assert!(e.message.contains("not a permutation"), "{bad:?}: {e}");
+        }
+        assert!(matmul_perm(&x, &[], &y, &[], default).is_err(), "[.., h, dk]·[.., h, dk] does not multiply");
+    }
+
+    #[test]
     fn sums_along_every_axis_match_ndarray() {
         for shape in [vec![7usize], vec![1, 5], vec![33, 1], vec![4, 0, 3], vec![3, 17, 9], vec![2, 3, 4, 5]]
         {
