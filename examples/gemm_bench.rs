@@ -7,7 +7,8 @@
 //! cargo run --release --example gemm_bench [-- --quick]
 //! ```
 //!
-//! `--quick` leaves out the `gemm` crate (for A/B runs of the runtime's own kernels).
+//! `--quick` leaves out the `gemm` crate (for A/B runs of the runtime's own kernels);
+//! `--only TEXT` keeps the shapes whose description contains `TEXT`.
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,7 @@ const SHAPES: &[(usize, usize, usize, &str, bool, bool)] = &[
     (768, 256, 3072, "gpt2 dW1 shape", false, false),
     (256, 1024, 1024, "small dW1 = xᵀ·dY", true, false),
     (256, 1024, 768, "small dW_qkv = xᵀ·dY", true, false),
+    (1024, 1024, 256, "small dW2 = hᵀ·dY", true, false),
     (768, 256, 3072, "gpt2 dW1 = xᵀ·dY", true, false),
     (1024, 1024, 256, "small dX = dY·W2ᵀ", false, true),
     (1024, 256, 2048, "small logits = h·Eᵀ", false, true),
@@ -56,12 +58,17 @@ fn measure(flops: f64, mut f: impl FnMut() -> adjoint::Result<()>) -> adjoint::R
 
 fn main() -> adjoint::Result<()> {
     let own = adjoint::sgemm512::available();
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     println!(
         "| M x K x N | shape | adjoint::gemm::sgemm, matrixmultiply kernel | same, own AVX-512 8×32 kernel | gemm crate 1t | gemm crate 2t |"
     );
     println!("|---|---|---|---|---|---|");
     for &(m, k, n, what, ta, tb) in SHAPES {
+        if only.as_ref().is_some_and(|o| !what.contains(o.as_str())) {
+            continue;
+        }
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5).collect();
         let av = if ta { MatRef::row_major(&a, k, m).t() } else { MatRef::row_major(&a, m, k) };
