@@ -1,7 +1,10 @@
 //! SGEMM candidates on the workload's shapes (`shared/peers/RESULTS.md` table (a)): the
 //! runtime's `adjoint::gemm::sgemm` (split over the pool) with `matrixmultiply`'s kernel
-//! and with the runtime's own AVX-512 kernel, and the `gemm` crate with one and two
-//! threads; `C = A·B` in f32, GFLOP/s median (best).
+//! and with each of the runtime's own micro-kernels (AVX-512, AVX2+FMA, portable), and
+//! the `gemm` crate with one and two threads; `C = A·B` in f32, GFLOP/s median (best).
+//! Built with `MMTEST_FEATURE=avx2,fma` (read by `matrixmultiply` at compile time),
+//! `matrixmultiply`'s column uses its AVX2 kernel even on an AVX-512 CPU: that is how
+//! its AVX2 path is compared with the own one.
 //!
 //! ```text
 //! cargo run --release --example gemm_bench [-- --quick]
@@ -57,14 +60,14 @@ fn measure(flops: f64, mut f: impl FnMut() -> adjoint::Result<()>) -> adjoint::R
 }
 
 fn main() -> adjoint::Result<()> {
-    let own = adjoint::sgemm512::available();
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let kernels = [Kernel::Matrixmultiply, Kernel::Avx512, Kernel::Avx2, Kernel::Portable];
     println!(
-        "| M x K x N | shape | adjoint::gemm::sgemm, matrixmultiply kernel | same, own AVX-512 8×32 kernel | gemm crate 1t | gemm crate 2t |"
+        "| M x K x N | shape | adjoint::gemm::sgemm, matrixmultiply kernel | same, own AVX-512 8×32 | own AVX2 6×16 | own portable 4×8 | gemm crate 1t | gemm crate 2t |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for &(m, k, n, what, ta, tb) in SHAPES {
         if only.as_ref().is_some_and(|o| !what.contains(o.as_str())) {
             continue;
@@ -75,13 +78,18 @@ fn main() -> adjoint::Result<()> {
         let bv = if tb { MatRef::row_major(&b, n, k).t() } else { MatRef::row_major(&b, k, n) };
         let mut c = vec![0f32; m * n];
         let flops = 2.0 * (m * k * n) as f64;
-        force_kernel(Some(Kernel::Matrixmultiply));
-        let mm = measure(flops, || sgemm(av, bv, &mut c))?;
-        force_kernel(Some(Kernel::Avx512));
-        let ours = if own { Some(measure(flops, || sgemm(av, bv, &mut c))?) } else { None };
+        let mut rates = Vec::new();
+        for kernel in kernels {
+            rates.push(if kernel.available() {
+                force_kernel(Some(kernel));
+                Some(measure(flops, || sgemm(av, bv, &mut c))?)
+            } else {
+                None
+            });
+        }
         force_kernel(None);
         let cell = |(med, best): (f64, f64)| format!("{med:.1} ({best:.1})");
-        let ours = ours.map_or("no AVX-512".to_string(), cell);
+        let own: Vec<String> = rates.iter().map(|r| r.map_or("not on this CPU".to_string(), cell)).collect();
         let crate_cells = if quick {
             "- | -".to_string()
         } else {
@@ -89,7 +97,7 @@ fn main() -> adjoint::Result<()> {
             let g2 = measure(flops, || gemm_crate(av, bv, &mut c, 2))?;
             format!("{} | {}", cell(g1), cell(g2))
         };
-        println!("| {m}x{k}x{n} | {what} | {} | {ours} | {crate_cells} |", cell(mm));
+        println!("| {m}x{k}x{n} | {what} | {} | {crate_cells} |", own.join(" | "));
     }
     Ok(())
 }

@@ -46,13 +46,22 @@ pub fn run(o: &Options) -> Res<()> {
         return Err("--steps must be at least 1".into());
     }
     use adjoint::gemm::{Kernel, force_kernel};
-    match o.gemm.as_str() {
-        "auto" => force_kernel(None),
-        "own" if adjoint::sgemm512::available() => force_kernel(Some(Kernel::Avx512)),
-        "own" => return Err("--gemm own needs AVX-512, which this CPU lacks".into()),
-        "matrixmultiply" => force_kernel(Some(Kernel::Matrixmultiply)),
-        other => return Err(format!("unknown --gemm `{other}`; one of auto, own, matrixmultiply")),
+    let kernel = match o.gemm.as_str() {
+        "auto" => None,
+        "avx512" => Some(Kernel::Avx512),
+        "avx2" => Some(Kernel::Avx2),
+        "portable" => Some(Kernel::Portable),
+        "matrixmultiply" => Some(Kernel::Matrixmultiply),
+        other => {
+            return Err(format!(
+                "unknown --gemm `{other}`; one of auto, avx512, avx2, portable, matrixmultiply"
+            ));
+        }
+    };
+    if let Some(k) = kernel.filter(|k| !k.available()) {
+        return Err(format!("--gemm {}: this CPU cannot run the {k:?} kernel", o.gemm));
     }
+    force_kernel(kernel);
     let sizes = gpt::Sizes { T: t, D: d, H: h, F: f, V: v, L: l };
     let mut params = match &o.params {
         Some(path) => {

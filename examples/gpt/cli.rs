@@ -55,7 +55,8 @@ enum Command {
         /// tokens/targets from make_case.py (else a seeded random batch)
         #[arg(long)]
         batch: Option<String>,
-        /// The GEMM kernel: auto (the runtime's choice), own (AVX-512) or matrixmultiply
+        /// The GEMM kernel: auto (the runtime's choice), avx512, avx2, portable (the
+        /// runtime's own micro-kernels) or matrixmultiply
         #[arg(long, default_value = "auto")]
         gemm: String,
     },

@@ -1,9 +1,11 @@
 //! Single-precision matrix products, `C = A·B`, on strided matrix views.
 //!
-//! The product runs in the runtime's own AVX-512 kernel (`sgemm512`) where the CPU has
-//! AVX-512, else in `matrixmultiply`'s packed kernels (AVX2+FMA or portable, chosen at
-//! run time by that crate); on the workload's shapes these measured fastest among the
-//! candidates (`cargo run --release --example gemm_bench`, BENCHMARKS.md). Operand strides are
+//! The product runs in the runtime's own GEMM (`sgemm.rs`) with its AVX-512 micro-kernel
+//! where the CPU has AVX-512, else in `matrixmultiply`'s packed kernels (AVX2+FMA or
+//! portable, chosen at run time by that crate); on the workload's shapes these measured
+//! fastest among the candidates (`cargo run --release --example gemm_bench`,
+//! BENCHMARKS.md). The own AVX2 and portable micro-kernels can be forced
+//! (`force_kernel`) and are tested like the others. Operand strides are
 //! passed through, so a transposed view (column stride ≠ 1) needs no copy. Every view is
 //! checked against its slice before the call: a bad view is an `Err`, never an
 //! out-of-bounds read.
@@ -246,7 +248,7 @@ fn split(a: MatRef, b: MatRef, c: Out, task: Task, threads: usize) {
     }
     let (t1, t2) = (threads / 2, threads - threads / 2);
     let by_columns = match task.kernel {
-        Kernel::Avx512 => n >= 64,
+        Kernel::Avx512 | Kernel::Avx2 | Kernel::Portable => n >= 64,
         Kernel::Matrixmultiply => n > m && n >= 32,
     };
     if by_columns {
@@ -271,27 +273,51 @@ fn split(a: MatRef, b: MatRef, c: Out, task: Task, threads: usize) {
 pub enum Kernel {
     /// `matrixmultiply`'s (AVX-512 16×16, AVX2, or portable, its own dispatch).
     Matrixmultiply,
-    /// The runtime's own AVX-512 8×32 kernel, `a` read in place, `b` packed (`sgemm512`).
+    /// The runtime's own GEMM (`sgemm.rs`) with its AVX-512 8×32 micro-kernel.
     Avx512,
+    /// The runtime's own GEMM with its AVX2+FMA 6×16 micro-kernel.
+    Avx2,
+    /// The runtime's own GEMM with its portable 4×8 micro-kernel.
+    Portable,
 }
 
-/// 0: choose; 1 + `Kernel as u8`: forced (benchmarks and tests).
+impl Kernel {
+    /// Every kernel, in `FORCED`'s numbering.
+    const ALL: [Kernel; 4] = [Kernel::Matrixmultiply, Kernel::Avx512, Kernel::Avx2, Kernel::Portable];
+
+    /// Whether this CPU can run the kernel.
+    pub fn available(self) -> bool {
+        match self {
+            Kernel::Matrixmultiply | Kernel::Portable => true,
+            Kernel::Avx512 => crate::microkernel::has_avx512(),
+            Kernel::Avx2 => crate::microkernel::has_avx2(),
+        }
+    }
+
+    /// The kernels this CPU can run (for tests and benchmarks).
+    pub fn all_available() -> Vec<Kernel> {
+        Kernel::ALL.into_iter().filter(|k| k.available()).collect()
+    }
+}
+
+/// 0: choose; 1 + index in `Kernel::ALL`: forced (benchmarks and tests).
 static FORCED: AtomicU8 = AtomicU8::new(0);
 
 /// Forces one kernel for every product, process-wide (`None`: the default choice). A
-/// kernel the CPU cannot run is never used.
+/// kernel the CPU cannot run is never used: the default is used instead.
 pub fn force_kernel(kernel: Option<Kernel>) {
     FORCED.store(kernel.map_or(0, |k| k as u8 + 1), Ordering::Relaxed);
 }
 
-/// The kernel products run on: the own AVX-512 one wherever the CPU has AVX-512 (it
-/// measured as fast or faster on every workload shape: `gemm_bench`, BENCHMARKS.md),
-/// else `matrixmultiply`'s AVX2+FMA or portable kernels.
+/// The kernel products run on. By default the own AVX-512 one wherever the CPU has
+/// AVX-512 (it measured as fast or faster than `matrixmultiply` on every workload
+/// shape: `gemm_bench`, BENCHMARKS.md), else `matrixmultiply`'s AVX2+FMA or portable
+/// kernels (which measured faster than the own AVX2 and portable ones).
 pub fn kernel() -> Kernel {
-    let own = crate::sgemm512::available();
-    match FORCED.load(Ordering::Relaxed) {
-        1 => Kernel::Matrixmultiply,
-        _ if own => Kernel::Avx512,
+    let forced = FORCED.load(Ordering::Relaxed) as usize;
+    match forced.checked_sub(1).and_then(|i| Kernel::ALL.get(i)) {
+        Some(&k) if k.available() => k,
+        _ if Kernel::Avx512.available() => Kernel::Avx512,
         _ => Kernel::Matrixmultiply,
     }
 }
@@ -303,10 +329,19 @@ fn sgemm_one(a: MatRef, b: MatRef, c: Out, task: Task) {
         return;
     }
     debug_assert!(c.rows == m && c.cols == n);
-    if task.kernel == Kernel::Avx512 {
-        // SAFETY: `kernel()` picks `Avx512` only when `sgemm512::available()`; `c` is
-        // exclusive access to this m×n block with row stride `c.row_stride` (see `Out`).
-        unsafe { crate::sgemm512::sgemm(a, b, c.ptr, c.row_stride, task) };
+    if task.kernel != Kernel::Matrixmultiply {
+        use crate::microkernel::{Avx2, Avx512, Portable};
+        use crate::sgemm::sgemm as own;
+        // SAFETY: `kernel()` picks a kernel only when `Kernel::available` says the CPU
+        // has its instruction set; `c` is exclusive access to this m×n block with row
+        // stride `c.row_stride` (see `Out`).
+        unsafe {
+            match task.kernel {
+                Kernel::Avx512 => own::<Avx512>(a, b, c.ptr, c.row_stride, task),
+                Kernel::Avx2 => own::<Avx2>(a, b, c.ptr, c.row_stride, task),
+                _ => own::<Portable>(a, b, c.ptr, c.row_stride, task),
+            }
+        }
         return;
     }
     // SAFETY: `check` (in `product`, on the whole views; a row or column block of a
@@ -412,19 +447,15 @@ mod tests {
 
     /// The kernels this CPU can run.
     fn kernels() -> Vec<Kernel> {
-        let mut all = vec![Kernel::Matrixmultiply];
-        if crate::sgemm512::available() {
-            all.push(Kernel::Avx512);
-        }
-        all
+        Kernel::all_available()
     }
 
     /// Products force a kernel process-wide: tests that force one run one at a time.
     static KERNEL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     fn odd_sizes_on_one_kernel() {
-        // Edge tiles in every direction (the own kernel's tiles are 8×32), and more
-        // than one block of its `KC` (256) and `NC` (512).
+        // Edge tiles in every direction (the own kernels' tiles are 8×32, 6×16 and
+        // 4×8), and more than one block of their `KC` (256) and `NC` (512).
         for &(m, k, n) in &[
             (1, 1, 1),
             (1, 7, 1),

@@ -96,11 +96,12 @@ pub mod error;
 pub mod fused;
 pub mod gemm;
 pub mod init;
+pub mod microkernel;
 pub mod ops;
 pub mod optim;
 pub mod pool;
 pub mod sample;
-pub mod sgemm512;
+mod sgemm;
 pub mod tensorfile;
 
 pub use adjoint_macros::model;

@@ -1,0 +1,150 @@
+//! The runtime's own single-precision GEMM: micro-kernels (`microkernel.rs`: AVX-512
+//! 8×32, AVX2 6×16, portable 4×8) that read `a` where it lies, and packs of `b` only.
+//!
+//! Why this shape of algorithm: on the workload's products (`K` of 64–3072, one side
+//! of 256–1024) packing both operands, as `matrixmultiply` does, cost a fifth of the
+//! product's time on this machine (`perf`, BENCHMARKS.md). Here `a` is never packed:
+//! the micro-kernel broadcasts each `a[i, p]` from its own storage, which is as cheap
+//! from a row-major `a` (one stream per row) as from a transposed one (adjacent
+//! floats), so `xᵀ·dY` reads `x` in place. Only `b` is packed, once per `KC × NC`
+//! block, into `NR`-column panels aligned to cache lines; the calling thread owns the
+//! columns it packs, so nothing is packed twice when products are split by columns.
+//!
+//! Loop order: for each `KC × NC` block of `b` (packed, 512 KiB: it stays in L2), for
+//! each `MR`-row strip of `a` (`MR × KC` floats: they stay in L1), for each panel: one
+//! tile of `c`, written for the first `KC` block and added to after. Edge tiles are the
+//! kernel's business (masked or staged stores for columns, a kernel built for fewer
+//! rows): no padding of `c`, no copies. A task's structure (causal attention) narrows
+//! each tile's range of `k` or skips the tile.
+//!
+//! Each element of `c` is one sum over `k` in order (blocks of `KC` added in order), so
+//! the result does not depend on how the caller splits `c` between threads.
+
+use crate::gemm::{MatRef, Task};
+use crate::microkernel::Micro;
+
+/// Steps of `k` per packed block of `b`.
+const KC: usize = 256;
+/// Columns per packed block of `b` (`KC × NC` floats = 512 KiB).
+const NC: usize = 512;
+
+/// `c = a·b` (or `c += a·b` when `task.accumulate`) for the `a.rows × b.cols` block of
+/// `c` at `c`, rows `ldc` apart (column stride 1), on this thread, skipping the tiles
+/// and steps of `k` the task's structure rules out. `a` and `b` are checked views of
+/// compatible shapes.
+///
+/// # Safety
+/// The CPU must have `K`'s instruction set, and `c` must be exclusive access to the
+/// `a.rows × b.cols` block it addresses (rows `ldc ≥ b.cols` apart).
+pub(crate) unsafe fn sgemm<K: Micro>(a: MatRef, b: MatRef, c: *mut f32, ldc: usize, task: Task) {
+    // The packing buffer is kept per thread: allocating it per call cost more than the
+    // product itself on the tiny shapes. 16 floats of slack to align it to 64 bytes.
+    thread_local! {
+        static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    PACKED.with_borrow_mut(|packed| {
+        let need = KC.min(a.cols) * NC.min(b.cols.div_ceil(K::NR) * K::NR) + 16;
+        if packed.len() < need {
+            packed.resize(need, 0.0);
+        }
+        let align = packed.as_ptr().align_offset(64).min(16);
+        // SAFETY: forwarded from this function's contract.
+        unsafe { blocks::<K>(a, b, c, ldc, task, &mut packed[align..]) }
+    })
+}
+
+/// The block loops.
+///
+/// # Safety
+/// As for `sgemm`; `bp` is 64-byte aligned and holds `min(KC, k) × NC` rounded up.
+unsafe fn blocks<K: Micro>(a: MatRef, b: MatRef, c: *mut f32, ldc: usize, task: Task, bp: &mut [f32]) {
+    let (mr, nr) = (K::MR, K::NR);
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let accumulate = task.accumulate;
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                // SAFETY: row `i < m` of the block `c` gives exclusive access to.
+                unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) }.fill(0.0);
+            }
+        }
+        return;
+    }
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            pack_b(b, pc, kc, jc, nc, nr, bp);
+            for ir in (0..m).step_by(mr) {
+                let rows = mr.min(m - ir);
+                for jr in (0..nc).step_by(nr) {
+                    let cols = nr.min(nc - jr);
+                    // The steps of this block that can contribute to the tile.
+                    let (lo, hi) = task.k_range(ir, ir + rows, jc + jr, jc + jr + cols, k);
+                    let (lo, hi) = (lo.max(pc), hi.min(pc + kc));
+                    let first = !accumulate && pc == 0;
+                    // Nothing to add: a tile is still written (as zeros) the first time.
+                    let (lo, steps) = if lo < hi {
+                        (lo, hi - lo)
+                    } else if first {
+                        (pc, 0)
+                    } else {
+                        continue;
+                    };
+                    // After the first block, and when accumulating, the tile is added to;
+                    // a tile whose first block had nothing to add was written as zeros.
+                    let add = !first;
+                    // The strip's first element, `a[ir, lo]`: inside `a.data` (checked view).
+                    let strip = &a.data[ir * a.row_stride + lo * a.col_stride..];
+                    let panel = &bp[jr * kc + (lo - pc) * nr..(jr + nr) * kc];
+                    // SAFETY: the CPU has `K`'s instruction set (contract). `strip`
+                    // starts at `a[ir, lo]`, and the kernel reads `a[ir + i, lo + p]` for
+                    // `i < rows`, `p < steps ≤ k - lo`: all inside the checked view, so
+                    // inside `a.data`. `panel` holds `steps` rows of `nr` floats from a
+                    // 64-byte aligned start (`bp` is aligned, and `jr · kc` and
+                    // `(lo - pc) · nr` are multiples of 16 when `nr` is, and of 8 for
+                    // the portable kernel, which needs no alignment). The tile
+                    // `c[ir.., jc + jr..]`, `rows × cols`, lies in the block `c` gives
+                    // exclusive access to.
+                    unsafe {
+                        let tile = c.add(ir * ldc + jc + jr);
+                        K::tile(rows, cols, steps, strip, a.row_stride, a.col_stride, panel, tile, ldc, add)
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// `b[pc.., jc..]` (`kc × nc`) as `nr`-column panels, each `kc` rows of `nr` floats,
+/// zero past the last column.
+fn pack_b(b: MatRef, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, bp: &mut [f32]) {
+    for (panel, j0) in (0..nc).step_by(nr).enumerate() {
+        let out = &mut bp[panel * nr * kc..(panel + 1) * nr * kc];
+        let cols = nr.min(nc - j0);
+        let first = pc * b.row_stride + (jc + j0) * b.col_stride;
+        if b.col_stride == 1 {
+            // Row-major `b`: each panel row is a contiguous run.
+            for (p, row) in out.chunks_exact_mut(nr).enumerate() {
+                let at = first + p * b.row_stride;
+                row[..cols].copy_from_slice(&b.data[at..at + cols]);
+                row[cols..].fill(0.0);
+            }
+        } else {
+            // Column-major or strided `b` (a transposed weight): columns are the
+            // contiguous runs; write them down the panel.
+            if cols < nr {
+                out.fill(0.0);
+            }
+            for j in 0..cols {
+                let col = &b.data[first + j * b.col_stride..];
+                for (p, row) in out.chunks_exact_mut(nr).enumerate() {
+                    row[j] = col[p * b.row_stride];
+                }
+            }
+        }
+    }
+}
