@@ -151,15 +151,7 @@ pub fn rows<const K: usize, F>(
 where
     F: Fn(usize, [&mut [f32]; K], &mut [f32]) + Sync,
 {
-    let mut per_row = [0usize; K];
-    let mut bufs: [&mut [f32]; K] = std::array::from_fn(|_| <&mut [f32]>::default());
-    for (k, (buf, w)) in outs.into_iter().enumerate() {
-        if buf.len() != rows * w {
-            bail!("fused loop: output {k} has {} elements, expected {rows} × {w}", buf.len());
-        }
-        per_row[k] = w;
-        bufs[k] = buf;
-    }
+    let (mut bufs, per_row) = split_outputs(rows, outs)?;
     let threads = crate::gemm::threads().max(1);
     let work = rows * width.max(1);
     let chunks = if work < PARALLEL_MIN_ELEMENTS || rows < 2 { 1 } else { threads.min(rows) };
@@ -186,8 +178,25 @@ where
     Ok(())
 }
 
+/// A loop's outputs as buffers and their widths, each checked to hold `rows` rows.
+pub(crate) fn split_outputs<const K: usize>(
+    rows: usize,
+    outs: [(&mut [f32], usize); K],
+) -> Result<([&mut [f32]; K], [usize; K])> {
+    let mut per_row = [0usize; K];
+    let mut bufs: [&mut [f32]; K] = std::array::from_fn(|_| <&mut [f32]>::default());
+    for (k, (buf, w)) in outs.into_iter().enumerate() {
+        if buf.len() != rows * w {
+            bail!("fused loop: output {k} has {} elements, expected {rows} × {w}", buf.len());
+        }
+        per_row[k] = w;
+        bufs[k] = buf;
+    }
+    Ok((bufs, per_row))
+}
+
 /// Splits `n` rows off the front of every buffer.
-fn take_rows<'a, const K: usize>(
+pub(crate) fn take_rows<'a, const K: usize>(
     bufs: &mut [&'a mut [f32]; K],
     per_row: &[usize; K],
     n: usize,
@@ -199,7 +208,8 @@ fn take_rows<'a, const K: usize>(
     })
 }
 
-fn run_chunk<const K: usize, F>(
+/// Rows `r0..r1` of a loop on this thread, in the best build the CPU has.
+pub(crate) fn run_chunk<const K: usize, F>(
     r0: usize,
     r1: usize,
     part: [&mut [f32]; K],

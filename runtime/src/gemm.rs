@@ -73,7 +73,7 @@ impl<'a> MatRef<'a> {
 /// half to another core costs more than it saves, and the pool's threads, spinning
 /// after a job, slow the single-threaded elementwise work that follows (measured: the
 /// tiny config's step went from 6.2 to 7.1 ms at 2²¹).
-const PARALLEL_MIN_WORK: usize = 1 << 24;
+pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 24;
 
 /// `c = a·b`, `c` row-major `a.rows × b.cols` (overwritten). Large products are split
 /// across rayon's persistent pool into disjoint blocks of `c` (`split`); each element
@@ -243,7 +243,7 @@ impl Out {
 fn split(a: MatRef, b: MatRef, c: Out, task: Task, threads: usize) {
     let (m, n) = (a.rows, b.cols);
     if threads < 2 || m * n * a.cols < PARALLEL_MIN_WORK || (m < 16 && n < 32) {
-        sgemm_one(a, b, c, task);
+        sgemm_one(a, b, c, task, None);
         return;
     }
     let (t1, t2) = (threads / 2, threads - threads / 2);
@@ -322,8 +322,40 @@ pub fn kernel() -> Kernel {
     }
 }
 
-/// One product on this thread; the views are already checked and `k > 0`.
-fn sgemm_one(a: MatRef, b: MatRef, c: Out, task: Task) {
+/// `c = a·b` on this thread (`c` row-major, overwritten), calling `on_strip(i0, rows,
+/// c_rows)` as each block of rows is finished, in row order (`c_rows`: the elements
+/// of rows `i0..i0 + rows`): a product's fused epilogue reads them while they are in
+/// cache. With `matrixmultiply`'s kernel the whole product is one block.
+pub(crate) fn sgemm_strips(
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    on_strip: &mut dyn FnMut(usize, usize, &[f32]),
+) -> Result<()> {
+    check_product(a, b, c)?;
+    let (m, n) = (a.rows, b.cols);
+    if m == 0 {
+        return Ok(());
+    }
+    if a.cols == 0 || n == 0 {
+        c.fill(0.0);
+        on_strip(0, m, c);
+        return Ok(());
+    }
+    let task =
+        Task { accumulate: false, structure: Structure::default(), row0: 0, col0: 0, kernel: kernel() };
+    if task.kernel == Kernel::Matrixmultiply {
+        sgemm_one(a, b, Out::whole(c, n), task, None);
+        on_strip(0, m, c);
+    } else {
+        sgemm_one(a, b, Out::whole(c, n), task, Some(on_strip));
+    }
+    Ok(())
+}
+
+/// One product on this thread; the views are already checked and `k > 0`. The own
+/// kernels report finished rows to `on_strip`; `matrixmultiply` never does.
+fn sgemm_one(a: MatRef, b: MatRef, c: Out, task: Task, on_strip: Option<crate::sgemm::OnStrip>) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if m == 0 || n == 0 {
         return;
@@ -337,9 +369,9 @@ fn sgemm_one(a: MatRef, b: MatRef, c: Out, task: Task) {
         // stride `c.row_stride` (see `Out`).
         unsafe {
             match task.kernel {
-                Kernel::Avx512 => own::<Avx512>(a, b, c.ptr, c.row_stride, task),
-                Kernel::Avx2 => own::<Avx2>(a, b, c.ptr, c.row_stride, task),
-                _ => own::<Portable>(a, b, c.ptr, c.row_stride, task),
+                Kernel::Avx512 => own::<Avx512>(a, b, c.ptr, c.row_stride, task, on_strip),
+                Kernel::Avx2 => own::<Avx2>(a, b, c.ptr, c.row_stride, task, on_strip),
+                _ => own::<Portable>(a, b, c.ptr, c.row_stride, task, on_strip),
             }
         }
         return;
@@ -412,7 +444,7 @@ pub fn gemm_crate(a: MatRef, b: MatRef, c: &mut [f32], threads: usize) -> Result
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn naive(a: MatRef, b: MatRef) -> Vec<f32> {
@@ -451,7 +483,7 @@ mod tests {
     }
 
     /// Products force a kernel process-wide: tests that force one run one at a time.
-    static KERNEL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    pub(crate) static KERNEL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     fn odd_sizes_on_one_kernel() {
         // Edge tiles in every direction (the own kernels' tiles are 8×32, 6×16 and
@@ -645,7 +677,7 @@ mod tests {
                     col0: 0,
                     kernel: super::kernel(),
                 };
-                sgemm_one(left, right, Out::whole(&mut one, n), task);
+                sgemm_one(left, right, Out::whole(&mut one, n), task, None);
                 let want = naive(left, right);
                 assert!(one.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-3), "{m}×{k}×{n}");
                 for threads in [2, 3, 4] {

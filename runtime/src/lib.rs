@@ -92,6 +92,7 @@
 extern crate self as adjoint;
 
 pub mod dims;
+pub mod epilogue;
 pub mod error;
 pub mod fused;
 pub mod gemm;

@@ -74,7 +74,7 @@ pub fn matmul_perm(
 }
 
 /// `t` read through the permutation `perm` (no copy); an empty one is the identity.
-fn permuted<'a>(t: &'a Real, perm: &[usize]) -> Result<ndarray::ArrayViewD<'a, f32>> {
+pub(crate) fn permuted<'a>(t: &'a Real, perm: &[usize]) -> Result<ndarray::ArrayViewD<'a, f32>> {
     if perm.is_empty() {
         return Ok(t.view());
     }
@@ -147,7 +147,7 @@ fn matmul_views(
 
 /// A tensor's elements and per-axis strides, borrowed when they form one block with
 /// non-negative strides (any axis order), else copied to row-major.
-fn strided<'a>(t: &'a ndarray::ArrayViewD<'_, f32>) -> (std::borrow::Cow<'a, [f32]>, Vec<usize>) {
+pub(crate) fn strided<'a>(t: &'a ndarray::ArrayViewD<'_, f32>) -> (std::borrow::Cow<'a, [f32]>, Vec<usize>) {
     if t.strides().iter().all(|&s| s >= 0)
         && let Some(data) = t.as_slice_memory_order()
     {

@@ -36,7 +36,14 @@ const NC: usize = 512;
 /// # Safety
 /// The CPU must have `K`'s instruction set, and `c` must be exclusive access to the
 /// `a.rows × b.cols` block it addresses (rows `ldc ≥ b.cols` apart).
-pub(crate) unsafe fn sgemm<K: Micro>(a: MatRef, b: MatRef, c: *mut f32, ldc: usize, task: Task) {
+pub(crate) unsafe fn sgemm<K: Micro>(
+    a: MatRef,
+    b: MatRef,
+    c: *mut f32,
+    ldc: usize,
+    task: Task,
+    on_strip: Option<OnStrip>,
+) {
     // The packing buffer is kept per thread: allocating it per call cost more than the
     // product itself on the tiny shapes. 16 floats of slack to align it to 64 bytes.
     thread_local! {
@@ -49,27 +56,48 @@ pub(crate) unsafe fn sgemm<K: Micro>(a: MatRef, b: MatRef, c: *mut f32, ldc: usi
         }
         let align = packed.as_ptr().align_offset(64).min(16);
         // SAFETY: forwarded from this function's contract.
-        unsafe { blocks::<K>(a, b, c, ldc, task, &mut packed[align..]) }
+        unsafe { blocks::<K>(a, b, c, ldc, task, &mut packed[align..], on_strip) }
     })
 }
+
+/// Called with `(i0, rows, c_rows)` as rows `i0..i0 + rows` of the block are finished
+/// (`c_rows`: their elements, from row `i0`, rows `ldc` apart), in row order: a
+/// product's fused epilogue runs on them while they are in cache.
+pub(crate) type OnStrip<'a> = &'a mut dyn FnMut(usize, usize, &[f32]);
 
 /// The block loops.
 ///
 /// # Safety
 /// As for `sgemm`; `bp` is 64-byte aligned and holds `min(KC, k) × NC` rounded up.
-unsafe fn blocks<K: Micro>(a: MatRef, b: MatRef, c: *mut f32, ldc: usize, task: Task, bp: &mut [f32]) {
+unsafe fn blocks<K: Micro>(
+    a: MatRef,
+    b: MatRef,
+    c: *mut f32,
+    ldc: usize,
+    task: Task,
+    bp: &mut [f32],
+    mut on_strip: Option<OnStrip>,
+) {
     let (mr, nr) = (K::MR, K::NR);
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let accumulate = task.accumulate;
     if m == 0 || n == 0 {
         return;
     }
+    // Rows `i0..i0 + rows`, finished.
+    // SAFETY (of each call): the rows lie in the block `c` gives exclusive access to,
+    // and nothing writes them after they are finished.
+    let finished =
+        |i0: usize, rows: usize| unsafe { std::slice::from_raw_parts(c.add(i0 * ldc), (rows - 1) * ldc + n) };
     if k == 0 {
         if !accumulate {
             for i in 0..m {
                 // SAFETY: row `i < m` of the block `c` gives exclusive access to.
                 unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n) }.fill(0.0);
             }
+        }
+        if let Some(f) = on_strip.as_mut() {
+            f(0, m, finished(0, m));
         }
         return;
     }
@@ -113,6 +141,13 @@ unsafe fn blocks<K: Micro>(a: MatRef, b: MatRef, c: *mut f32, ldc: usize, task: 
                         let tile = c.add(ir * ldc + jc + jr);
                         K::tile(rows, cols, steps, strip, a.row_stride, a.col_stride, panel, tile, ldc, add)
                     };
+                }
+                // The last block of `b`'s columns and of `k`: these rows are done.
+                if jc + nc == n
+                    && pc + kc == k
+                    && let Some(f) = on_strip.as_mut()
+                {
+                    f(ir, rows, finished(ir, rows));
                 }
             }
         }

@@ -30,6 +30,14 @@ pub struct Names<'a> {
     pub is_ref: &'a dyn Fn(ValueId) -> bool,
 }
 
+/// A product the group runs as the epilogue of (`schedule::epilogues`): its rows reach
+/// the body as `__prod` instead of being read from a tensor.
+pub struct Epilogue {
+    pub product: ValueId,
+    /// The product's operands as `product_rows` takes them: `a, pa, b, pb`.
+    pub call: TokenStream,
+}
+
 /// Where a row-long value is kept for later passes.
 #[derive(Clone)]
 enum Buffer {
@@ -62,7 +70,15 @@ fn dims_of(g: &Graph, id: ValueId) -> Vec<Dim> {
 }
 
 /// The code computing group `gi`: output allocations, then one `rows` call.
-pub fn emit_group(g: &Graph, s: &Schedule, gi: usize, names: &Names, cx: &Emit) -> TokenStream {
+pub fn emit_group(
+    g: &Graph,
+    s: &Schedule,
+    gi: usize,
+    names: &Names,
+    epilogue: Option<&Epilogue>,
+    cx: &Emit,
+) -> TokenStream {
+    let product = epilogue.map(|e| e.product);
     let group = &s.groups[gi];
     let k = lead(g, group);
     let space = dims_of(g, group.space);
@@ -163,6 +179,13 @@ pub fn emit_group(g: &Graph, s: &Schedule, gi: usize, names: &Names, cx: &Emit) 
         };
         let key = (*base, coords.clone());
         if row_reads.contains_key(&key) {
+            continue;
+        }
+        if Some(*base) == product {
+            // The product's row, handed over by the GEMM (read row by row: `epilogues`).
+            let name = format_ident!("__prod_r{}", row_reads.len());
+            per_row.push(quote!(let #name = &__prod[..__n];));
+            row_reads.insert(key, (name, true));
             continue;
         }
         let flat = views
@@ -335,27 +358,46 @@ pub fn emit_group(g: &Graph, s: &Schedule, gi: usize, names: &Names, cx: &Emit) 
     let consts = consts.into_inner().lines;
     let hoisted = hoist.lines;
     let lead_line = if lead_dims.is_empty() { quote!() } else { quote!(let __lead = [#(#lead_dims),*];) };
+    let outs = quote!([#((::adjoint::fused::write(&mut #out_locals)?, #widths)),*]);
+    let row_body = quote! {
+        #(#reslice)*
+        #scratch_lines
+        #(#per_row)*
+        #(#body)*
+        #(#stores)*
+    };
+    // The product's shape gives the rows of an epilogue.
+    let rows_line = if epilogue.is_none() { quote!(let __rows: usize = #rows;) } else { quote!() };
+    let call = match epilogue {
+        // Inlined into each instruction-set build of the row driver.
+        None => quote! {
+            ::adjoint::fused::rows(
+                __rows, __n, #scratch, #outs,
+                #[inline(always)]
+                |__r, [#(#out_idents),*], __scratch| { #row_body },
+            )?;
+        },
+        Some(e) => {
+            let operands = &e.call;
+            quote! {
+                // The product, each row handed to the loop body as soon as it is done.
+                ::adjoint::epilogue::product_rows(
+                    #operands, #scratch, #outs,
+                    #[inline(always)]
+                    |__r, __prod: &[f32], [#(#out_idents),*], __scratch| { #row_body },
+                )?;
+            }
+        }
+    };
     quote! {
         #(let mut #out_locals = ::adjoint::fused::output(#out_shapes)?;)*
         {
             let __n: usize = #n;
-            let __rows: usize = #rows;
+            #rows_line
             #lead_line
             #(#hoisted)*
             #(#consts)*
-            ::adjoint::fused::rows(
-                __rows, __n, #scratch,
-                [#((::adjoint::fused::write(&mut #out_locals)?, #widths)),*],
-                // Inlined into each instruction-set build of the row driver.
-                #[inline(always)]
-                |__r, [#(#out_idents),*], __scratch| {
-                    #(#reslice)*
-                    #scratch_lines
-                    #(#per_row)*
-                    #(#body)*
-                    #(#stores)*
-                },
-            )?;
+            #call
         }
     }
 }

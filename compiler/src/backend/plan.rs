@@ -39,7 +39,9 @@ fn human(b: f64) -> String {
 /// One pass's schedule: a line per fused loop and per kernel (`roots`: what the pass
 /// hands back, which the causal analysis must leave whole).
 fn pass(out: &mut String, g: &Graph, s: &Schedule, sizes: &Sizes, roots: &[ValueId]) {
-    let causal = Causal::of(g, &roots.iter().copied().collect());
+    let root_set = roots.iter().copied().collect();
+    let causal = Causal::of(g, &root_set);
+    let epilogues = stage::fused_epilogues(g, s, &root_set, &causal);
     let (mut loops, mut kernels, mut products) = (0, 0, 0);
     for item in &s.items {
         match *item {
@@ -54,9 +56,15 @@ fn pass(out: &mut String, g: &Graph, s: &Schedule, sizes: &Sizes, roots: &[Value
                     .filter(|&&m| s.is_needed(m))
                     .map(|&m| format!("{} {}", name(g, m), g.shape(m)))
                     .collect();
+                let epilogue = match epilogues.get(&gi) {
+                    Some(&p) => {
+                        format!(" [epilogue of {}: reads its rows as the GEMM finishes them]", name(g, p))
+                    }
+                    None => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "    loop over {} ({} ops, {} row values): writes {}",
+                    "    loop over {} ({} ops, {} row values): writes {}{epilogue}",
                     g.shape(group.space),
                     group.members.len(),
                     rows.len(),
@@ -75,6 +83,9 @@ fn pass(out: &mut String, g: &Graph, s: &Schedule, sizes: &Sizes, roots: &[Value
                     _ => name(g, i),
                 };
                 let skip = match g.node(id).op {
+                    _ if epilogues.values().any(|&p| p == id) => {
+                        Some(" [fused: its loop below runs as its epilogue]".to_string())
+                    }
                     Op::Matmul => causal.product(g, id).describe().map(|d| format!(" [{d}]")),
                     _ => None,
                 };

@@ -351,6 +351,44 @@ fn liveness(g: &Graph, s: &mut Schedule, wanted: &[bool], leaf: &dyn Fn(ValueId)
     s.needed = needed;
 }
 
+/// Products that run with a fused loop as their epilogue, by group: a 2-D product whose
+/// only reader is one fused loop over its own shape that reads it row by row (and that
+/// is not a root). The loop's body then runs on each row of the product as the GEMM
+/// finishes it (`::adjoint::epilogue::product_rows`), and the product is never read
+/// back from memory. At most one product per loop.
+pub fn epilogues(g: &Graph, s: &Schedule, roots: &BTreeSet<ValueId>) -> BTreeMap<usize, ValueId> {
+    let mut readers: BTreeMap<ValueId, Vec<Item>> = BTreeMap::new();
+    for &item in &s.items {
+        for v in s.reads_of(g, item) {
+            readers.entry(v).or_default().push(item);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for &item in &s.items {
+        let Item::Kernel(p) = item else { continue };
+        if !matches!(g.node(p).op, Op::Matmul) || rank(g, p) != 2 || roots.contains(&p) {
+            continue;
+        }
+        let Some([Item::Group(gi)]) = readers.get(&p).map(|r| &r[..]) else { continue };
+        let gi = *gi;
+        if out.contains_key(&gi) || g.shape(s.groups[gi].space) != g.shape(p) {
+            continue;
+        }
+        let row_by_row = s.groups[gi].members.iter().all(|&m| {
+            let level = s.member(m).map_or(Level::Elem, |x| x.1);
+            reads(g, s, gi, m, level).unwrap_or_default().iter().all(|r| match r {
+                Read::Leaf { base, coords } if *base == p => coords[..] == [0, 1],
+                Read::OneHot { index, .. } => *index != p,
+                _ => true,
+            })
+        });
+        if row_by_row {
+            out.insert(gi, p);
+        }
+    }
+    out
+}
+
 /// What a kernel reads: its inputs, except that a product reads a permuted operand
 /// (a transpose, the heads of attention) through the permute: the GEMM takes strided
 /// views.

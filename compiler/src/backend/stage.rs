@@ -295,16 +295,30 @@ fn items(
     let ref_of = |id: ValueId| is_ref.contains(&id);
     let causal = Causal::of(g, keep);
     let names = loops::Names { local: &local_of, is_ref: &ref_of };
+    // Products whose loop runs as their epilogue, emitted at the loop's place.
+    let epilogues = fused_epilogues(g, plan, keep, &causal);
+    let fused_product = |id: ValueId| epilogues.values().any(|&p| p == id);
+    let position = |gi: usize| plan.items.iter().position(|&it| it == Item::Group(gi));
     let mut last_read: std::collections::BTreeMap<ValueId, usize> = std::collections::BTreeMap::new();
     for (i, item) in plan.items.iter().enumerate() {
+        // A fused product reads its operands where its loop runs.
+        let at = match *item {
+            Item::Kernel(id) if fused_product(id) => {
+                epilogues.iter().find(|e| *e.1 == id).and_then(|(&gi, _)| position(gi)).unwrap_or(i)
+            }
+            _ => i,
+        };
         for v in plan.reads_of(g, *item) {
-            last_read.insert(v, i);
+            let e = last_read.entry(v).or_insert(at);
+            *e = (*e).max(at);
         }
     }
     let mut lines = Vec::new();
     let mut consumed = BTreeSet::new();
     for (i, item) in plan.items.iter().enumerate() {
         lines.push(match *item {
+            // Emitted with its loop.
+            Item::Kernel(id) if fused_product(id) => quote!(),
             Item::Kernel(id) => {
                 // A reshape that is its operand's last reader takes the buffer over.
                 let input = g.node(id).inputs.first().copied();
@@ -319,10 +333,17 @@ fn items(
                     _ => node(g, id, &local(g, id), is_ref, &causal, cx),
                 }
             }
-            Item::Group(gi) => loops::emit_group(g, plan, gi, &names, cx),
+            Item::Group(gi) => {
+                let epilogue = epilogues.get(&gi).map(|&p| {
+                    let [(a, pa, _), (b, pb, _)] = product_operands(g, p, is_ref);
+                    loops::Epilogue { product: p, call: quote!(#a, #pa, #b, #pb) }
+                });
+                loops::emit_group(g, plan, gi, &names, epilogue.as_ref(), cx)
+            }
         });
         for (&v, _) in last_read.iter().filter(|&(_, &at)| at == i) {
-            let owned_real = !is_ref.contains(&v) && g.ty(v).dtype == DType::F32 && plan.produced(v);
+            let owned_real =
+                !is_ref.contains(&v) && g.ty(v).dtype == DType::F32 && plan.produced(v) && !fused_product(v);
             if owned_real && !keep.contains(&v) && !consumed.contains(&v) {
                 let l = local(g, v);
                 lines.push(quote!(::adjoint::pool::recycle(#l);));
@@ -369,6 +390,40 @@ pub fn emit_outputs(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenSt
     }
 }
 
+/// The products of a pass that run with a fused loop as their epilogue, by group
+/// (`schedule::epilogues`), except causal ones, which skip work the epilogue's
+/// row-by-row GEMM does not.
+pub fn fused_epilogues(
+    g: &Graph,
+    plan: &Schedule,
+    roots: &BTreeSet<ValueId>,
+    causal: &Causal,
+) -> std::collections::BTreeMap<usize, ValueId> {
+    schedule::epilogues(g, plan, roots).into_iter().filter(|&(_, p)| causal.product(g, p).is_none()).collect()
+}
+
+/// A product's two operands as generated code reads them: the tensor (under any
+/// permutes), the permutation to read it through (empty: as it is), and whether there is
+/// one.
+fn product_operands(
+    g: &Graph,
+    id: ValueId,
+    is_ref: &BTreeSet<ValueId>,
+) -> [(TokenStream, TokenStream, bool); 2] {
+    let arg = |i: ValueId| {
+        let l = local(g, i);
+        if is_ref.contains(&i) { quote!(#l) } else { quote!(&#l) }
+    };
+    let inputs = &g.node(id).inputs;
+    std::array::from_fn(|k| match schedule::permute_source(g, inputs[k]) {
+        Some((src, perm)) => {
+            let perm = perm.iter().map(|&p| proc_macro2::Literal::usize_unsuffixed(p));
+            (arg(src), quote!(&[#(#perm),*]), true)
+        }
+        None => (arg(inputs[k]), quote!(&[]), false),
+    })
+}
+
 /// `let v = kernel(inputs);` for one node.
 fn node(
     g: &Graph,
@@ -386,18 +441,7 @@ fn node(
         // Permuted operands (transposes, attention heads) are read through strides
         // (`schedule::kernel_operands`); causal products skip the masked half
         // (`causal.rs`).
-        let ops: Vec<(TokenStream, TokenStream, bool)> = g
-            .node(id)
-            .inputs
-            .iter()
-            .map(|&i| match schedule::permute_source(g, i) {
-                Some((src, perm)) => {
-                    let perm = perm.iter().map(|&p| proc_macro2::Literal::usize_unsuffixed(p));
-                    (arg(src), quote!(&[#(#perm),*]), true)
-                }
-                None => (arg(i), quote!(&[]), false),
-            })
-            .collect();
+        let ops = product_operands(g, id, is_ref);
         let skip = causal.product(g, id);
         if !skip.is_none() || ops.iter().any(|o| o.2) {
             let ((a, pa, _), (b, pb, _)) = (&ops[0], &ops[1]);

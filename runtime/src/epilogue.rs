@@ -1,0 +1,176 @@
+//! A product with a fused epilogue: `c = a·b`, then a fused loop's row body on each row
+//! of `c` as soon as the GEMM has finished it, while the row is still in cache.
+//!
+//! The compiler emits this for a product whose only reader is one fused loop over the
+//! product's own rows (bias, GELU, residual add, layernorm, softmax + cross-entropy
+//! after a product; GELU′ times the gradient in the backward pass): the loop then never
+//! reads the product back from memory, and product and loop are one parallel region.
+//! The body is the same closure `fused::rows` would run, plus the product's row.
+//!
+//! Rows are split between threads in blocks of whole rows (each thread packs all of `b`
+//! for its rows), so every row is computed, and then handed to the body, by one thread;
+//! each element is the same in-order dot product as in `gemm::sgemm`, so results do not
+//! depend on the thread count.
+
+use rayon::prelude::*;
+
+use crate::error::{Result, bail};
+use crate::fused::{run_chunk, split_outputs, take_rows};
+use crate::gemm::{MatRef, sgemm_strips};
+use crate::ops::{Real, permuted, strided};
+
+/// `c = permute(a, pa) · permute(b, pb)` (2-D; an empty permutation leaves its operand
+/// as it is), then `body(r, c_row, outs_r, scratch)` for every row `r`, as in
+/// `fused::rows` with `c`'s row as an extra argument. `c` itself is a pooled buffer,
+/// returned to the pool afterwards.
+pub fn product_rows<const K: usize, F>(
+    a: &Real,
+    pa: &[usize],
+    b: &Real,
+    pb: &[usize],
+    scratch_rows: usize,
+    outs: [(&mut [f32], usize); K],
+    body: F,
+) -> Result<()>
+where
+    F: Fn(usize, &[f32], [&mut [f32]; K], &mut [f32]) + Sync,
+{
+    let (av, bv) = (permuted(a, pa)?, permuted(b, pb)?);
+    if av.ndim() != 2 || bv.ndim() != 2 || av.shape()[1] != bv.shape()[0] {
+        bail!("product epilogue: shapes {:?} and {:?} are not a 2-D product", av.shape(), bv.shape());
+    }
+    let (m, k, n) = (av.shape()[0], av.shape()[1], bv.shape()[1]);
+    let (a_data, a_strides) = strided(&av);
+    let (b_data, b_strides) = strided(&bv);
+    let a_mat =
+        MatRef { data: &a_data, rows: m, cols: k, row_stride: a_strides[0], col_stride: a_strides[1] };
+    let b_mat =
+        MatRef { data: &b_data, rows: k, cols: n, row_stride: b_strides[0], col_stride: b_strides[1] };
+    let (mut bufs, per_row) = split_outputs(m, outs)?;
+    let mut c = crate::pool::take(m * n);
+    let threads = crate::gemm::threads().max(1);
+    let chunks = if m * n * k < crate::gemm::PARALLEL_MIN_WORK || m < 16 { 1 } else { threads.min(m / 8) };
+    // Whole 8-row strips per thread, so each thread's strips are the GEMM's strips.
+    let per_chunk = m.div_ceil(chunks).div_ceil(8) * 8;
+    let mut tasks = Vec::with_capacity(chunks);
+    let (mut start, mut c_rest) = (0, &mut c[..]);
+    while start < m {
+        let end = (start + per_chunk).min(m);
+        let part = take_rows(&mut bufs, &per_row, end - start);
+        let (c_part, tail) = std::mem::take(&mut c_rest).split_at_mut((end - start) * n);
+        c_rest = tail;
+        tasks.push((start, end, part, c_part));
+        start = end;
+    }
+    let run = |(r0, r1, mut part, c_part): (usize, usize, [&mut [f32]; K], &mut [f32])| -> Result<()> {
+        let a_rows =
+            MatRef { data: a_mat.data.get(r0 * a_mat.row_stride..).unwrap_or(&[]), rows: r1 - r0, ..a_mat };
+        // Scratch rows are written before they are read: a pooled buffer will do.
+        let mut scratch = crate::pool::take(scratch_rows * n);
+        let mut on_strip = |i0: usize, rows: usize, c_rows: &[f32]| {
+            let outs_rows = take_rows(&mut part, &per_row, rows);
+            let first = r0 + i0;
+            run_chunk(
+                first,
+                first + rows,
+                outs_rows,
+                &per_row,
+                &mut scratch,
+                &with_row(&body, c_rows, first, n),
+            );
+        };
+        let done = sgemm_strips(a_rows, b_mat, c_part, &mut on_strip);
+        crate::pool::give(scratch);
+        done
+    };
+    let done = if tasks.len() == 1 {
+        tasks.into_iter().try_for_each(run)
+    } else {
+        tasks.into_par_iter().try_for_each(run)
+    };
+    crate::pool::give(c);
+    done
+}
+
+/// The loop body for rows from `first`, handed its row of `c_rows` (rows `n` apart).
+#[inline(always)]
+fn with_row<'a, const K: usize, F>(
+    body: &'a F,
+    c_rows: &'a [f32],
+    first: usize,
+    n: usize,
+) -> impl Fn(usize, [&mut [f32]; K], &mut [f32]) + 'a
+where
+    F: Fn(usize, &[f32], [&mut [f32]; K], &mut [f32]),
+{
+    #[inline(always)]
+    move |r, outs, scratch| body(r, &c_rows[(r - first) * n..][..n], outs, scratch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::{Kernel, force_kernel};
+    use ndarray::{ArrayD, IxDyn};
+
+    fn tensor(shape: &[usize], seed: usize) -> Real {
+        let n = shape.iter().product();
+        ArrayD::from_shape_vec(
+            IxDyn(shape),
+            (0..n).map(|i| (((i + seed) * 7919) % 997) as f32 / 997.0 - 0.5).collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn epilogues_see_every_finished_row_on_every_kernel_and_split() {
+        let _serial = crate::gemm::tests::KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        // Odd sizes (edge tiles, partial strips), more than one block of `k` and of `b`'s
+        // columns, and a product large enough to be split between threads.
+        for &(m, k, n) in &[(1, 1, 1), (37, 29, 45), (9, 300, 530), (1030, 130, 150)] {
+            let a = tensor(&[m, k], 1);
+            let bt = tensor(&[n, k], 2);
+            let want = crate::ops::matmul_t(&a, false, &bt, true).unwrap();
+            let want = want.as_slice().unwrap();
+            for kernel in Kernel::all_available() {
+                force_kernel(Some(kernel));
+                // The body: `out = c + r` per element, and each row's sum.
+                let (mut out, mut sums) = (vec![f32::NAN; m * n], vec![f32::NAN; m]);
+                product_rows(
+                    &a,
+                    &[],
+                    &bt,
+                    &[1, 0],
+                    1,
+                    [(&mut out[..], n), (&mut sums[..], 1)],
+                    |r, c, [o, s], scratch| {
+                        scratch[..n].copy_from_slice(c);
+                        for (x, &v) in o.iter_mut().zip(&scratch[..n]) {
+                            *x = v + r as f32;
+                        }
+                        s[0] = c.iter().sum();
+                    },
+                )
+                .unwrap();
+                for r in 0..m {
+                    for j in 0..n {
+                        let (p, q) = (out[r * n + j], want[r * n + j] + r as f32);
+                        assert!(
+                            (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                            "{kernel:?} {m}×{k}×{n} at ({r}, {j}): {p} vs {q}"
+                        );
+                    }
+                    let q: f32 = want[r * n..(r + 1) * n].iter().sum();
+                    assert!((sums[r] - q).abs() <= 1e-3 * (1.0 + q.abs()), "{kernel:?} row {r} sum");
+                }
+            }
+            force_kernel(None);
+        }
+        let (a, b) = (tensor(&[3, 4], 0), tensor(&[5, 2], 0));
+        let mut out = [0f32; 6];
+        let e = product_rows(&a, &[], &b, &[], 0, [(&mut out[..], 2)], |_, _, _, _| {}).unwrap_err();
+        assert!(e.message.contains("not a 2-D product"), "{e}");
+        let e = product_rows(&a, &[], &tensor(&[4, 2], 0), &[], 0, [(&mut out[..5], 2)], |_, _, _, _| {});
+        assert!(e.is_err(), "an output of the wrong size");
+    }
+}
