@@ -310,9 +310,9 @@ pub fn force_kernel(kernel: Option<Kernel>) {
 }
 
 /// The kernel products run on. By default the own AVX-512 one wherever the CPU has
-/// AVX-512 (it measured as fast or faster than `matrixmultiply` on every workload
-/// shape: `gemm_bench`, BENCHMARKS.md), else `matrixmultiply`'s AVX2+FMA or portable
-/// kernels (which measured faster than the own AVX2 and portable ones).
+/// AVX-512 (ahead of `matrixmultiply` on most workload shapes, within this machine's
+/// noise on the rest: `gemm_bench`, BENCHMARKS.md), else `matrixmultiply`'s AVX2+FMA
+/// or portable kernels (which measured faster than the own AVX2 and portable ones).
 pub fn kernel() -> Kernel {
     let forced = FORCED.load(Ordering::Relaxed) as usize;
     match forced.checked_sub(1).and_then(|i| Kernel::ALL.get(i)) {
