@@ -1,10 +1,10 @@
 //! Single-precision matrix products, `C = A·B`, on strided matrix views.
 //!
 //! The product runs in the runtime's own GEMM (`sgemm.rs`) with its AVX-512 micro-kernel
-//! where the CPU has AVX-512, else in `matrixmultiply`'s packed kernels (AVX2+FMA or
-//! portable, chosen at run time by that crate); on the workload's shapes these measured
-//! fastest among the candidates (`cargo run --release --example gemm_bench`,
-//! BENCHMARKS.md). The own AVX2 and portable micro-kernels can be forced
+//! where the CPU has AVX-512 (except the shapes `kernel_for` sends to `matrixmultiply`),
+//! else in `matrixmultiply`'s packed kernels (AVX2+FMA or portable, chosen at run time
+//! by that crate); on the workload's shapes these measured fastest among the candidates
+//! (`cargo run --release --example gemm_bench`, BENCHMARKS.md). The own AVX2 and portable micro-kernels can be forced
 //! (`force_kernel`) and are tested like the others. Operand strides are
 //! passed through, so a transposed view (column stride ≠ 1) needs no copy. Every view is
 //! checked against its slice before the call: a bad view is an `Err`, never an
@@ -181,7 +181,7 @@ fn product(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool, structure: Str
         }
         return Ok(());
     }
-    let task = Task { accumulate, structure, row0: 0, col0: 0, kernel: kernel() };
+    let task = Task { accumulate, structure, row0: 0, col0: 0, kernel: kernel_for(a, structure) };
     split(a, b, Out::whole(c, b.cols), task, rayon::current_num_threads());
     Ok(())
 }
@@ -319,6 +319,28 @@ pub fn kernel() -> Kernel {
         Some(&k) if k.available() => k,
         _ if Kernel::Avx512.available() => Kernel::Avx512,
         _ => Kernel::Matrixmultiply,
+    }
+}
+
+/// The kernel for one product: `kernel()`, except that by default (nothing forced) an
+/// unstructured product whose left operand steps through `k` a multiple of 4 KiB apart
+/// (`hᵀ·dY` with 1024, 2048 or 3072 columns in `h`) goes to `matrixmultiply`, which
+/// packs `a`. Read in place, such a strip of `a` falls in one set of L1, so it is
+/// re-read from L2 for every panel of `b`; `gemm_bench` measured `matrixmultiply` 7–25%
+/// ahead on exactly those rows and the own kernel ahead on the 1 KiB and 3 KiB strides
+/// of `xᵀ·dY` (BENCHMARKS.md). Structured (causal) products keep the own kernel, which
+/// alone skips their masked half.
+fn kernel_for(a: MatRef, structure: Structure) -> Kernel {
+    let chosen = kernel();
+    let aliasing = a.col_stride >= 1024 && a.col_stride.is_multiple_of(1024);
+    if chosen == Kernel::Avx512
+        && FORCED.load(Ordering::Relaxed) == 0
+        && aliasing
+        && structure == Structure::default()
+    {
+        Kernel::Matrixmultiply
+    } else {
+        chosen
     }
 }
 
@@ -475,6 +497,39 @@ pub(crate) mod tests {
             odd_sizes_on_one_kernel();
         }
         force_kernel(None);
+    }
+
+    #[test]
+    fn per_shape_choice_sends_4_kib_strided_left_operands_to_matrixmultiply() {
+        let _serial = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        force_kernel(None);
+        let h = data(64 * 1024, 1);
+        let h_t = MatRef::row_major(&h, 64, 1024).t(); // steps of k 1024 floats apart
+        let x = data(64 * 768, 2);
+        let x_t = MatRef::row_major(&x, 64, 768).t();
+        let causal = Structure { a: Tri::ZeroAbove, ..Structure::default() };
+        if Kernel::Avx512.available() {
+            assert_eq!(kernel_for(h_t, Structure::default()), Kernel::Matrixmultiply);
+            assert_eq!(kernel_for(x_t, Structure::default()), Kernel::Avx512);
+            assert_eq!(kernel_for(h_t, causal), Kernel::Avx512, "structured products keep the own kernel");
+            force_kernel(Some(Kernel::Avx512));
+            assert_eq!(
+                kernel_for(h_t, Structure::default()),
+                Kernel::Avx512,
+                "a forced kernel is used for every shape"
+            );
+            force_kernel(None);
+        } else {
+            assert_eq!(kernel_for(h_t, Structure::default()), kernel());
+        }
+        // And the product chosen this way is right.
+        let dy = data(64 * 40, 3);
+        let dy = MatRef::row_major(&dy, 64, 40);
+        let mut c = vec![0f32; 1024 * 40];
+        sgemm(h_t, dy, &mut c).unwrap();
+        for (got, want) in c.iter().zip(naive(h_t, dy)) {
+            assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{got} vs {want}");
+        }
     }
 
     /// The kernels this CPU can run.
