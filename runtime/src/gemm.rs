@@ -4,11 +4,11 @@
 //! where the CPU has AVX-512 (except the shapes `kernel_for` sends to `matrixmultiply`),
 //! else in `matrixmultiply`'s packed kernels (AVX2+FMA or portable, chosen at run time
 //! by that crate); on the workload's shapes these measured fastest among the candidates
-//! (`cargo run --release --example gemm_bench`, BENCHMARKS.md). The own AVX2 and portable micro-kernels can be forced
-//! (`force_kernel`) and are tested like the others. Operand strides are
-//! passed through, so a transposed view (column stride ≠ 1) needs no copy. Every view is
-//! checked against its slice before the call: a bad view is an `Err`, never an
-//! out-of-bounds read.
+//! (`cargo run --release --example gemm_bench`, BENCHMARKS.md). The own AVX2 and
+//! portable micro-kernels can be forced (`force_kernel`) and are tested like the
+//! others. Operand strides are passed through, so a transposed view (column stride ≠ 1)
+//! needs no copy. Every view is checked against its slice before the call: a bad view
+//! is an `Err`, never an out-of-bounds read.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -309,39 +309,39 @@ pub fn force_kernel(kernel: Option<Kernel>) {
     FORCED.store(kernel.map_or(0, |k| k as u8 + 1), Ordering::Relaxed);
 }
 
-/// The kernel products run on. By default the own AVX-512 one wherever the CPU has
-/// AVX-512 (ahead of `matrixmultiply` on most workload shapes, within this machine's
-/// noise on the rest: `gemm_bench`, BENCHMARKS.md), else `matrixmultiply`'s AVX2+FMA
-/// or portable kernels (which measured faster than the own AVX2 and portable ones).
+/// The kernel products run on when nothing is forced and no shape rule applies: the own
+/// AVX-512 one wherever the CPU has AVX-512 (ahead of `matrixmultiply` on most workload
+/// shapes, within this machine's noise on the rest: `gemm_bench`, BENCHMARKS.md), else
+/// `matrixmultiply`'s AVX2+FMA or portable kernels (which measured faster than the own
+/// AVX2 and portable ones). A forced kernel replaces it.
 pub fn kernel() -> Kernel {
-    let forced = FORCED.load(Ordering::Relaxed) as usize;
-    match forced.checked_sub(1).and_then(|i| Kernel::ALL.get(i)) {
-        Some(&k) if k.available() => k,
-        _ if Kernel::Avx512.available() => Kernel::Avx512,
-        _ => Kernel::Matrixmultiply,
-    }
+    forced().unwrap_or_else(default_kernel)
 }
 
-/// The kernel for one product: `kernel()`, except that by default (nothing forced) an
-/// unstructured product whose left operand steps through `k` a multiple of 4 KiB apart
-/// (`hᵀ·dY` with 1024, 2048 or 3072 columns in `h`) goes to `matrixmultiply`, which
-/// packs `a`. Read in place, such a strip of `a` falls in one set of L1, so it is
-/// re-read from L2 for every panel of `b`; `gemm_bench` measured `matrixmultiply` 7–25%
-/// ahead on exactly those rows and the own kernel ahead on the 1 KiB and 3 KiB strides
-/// of `xᵀ·dY` (BENCHMARKS.md). Structured (causal) products keep the own kernel, which
-/// alone skips their masked half.
+/// The kernel `force_kernel` set, if the CPU can run it.
+fn forced() -> Option<Kernel> {
+    let forced = FORCED.load(Ordering::Relaxed) as usize;
+    forced.checked_sub(1).and_then(|i| Kernel::ALL.get(i)).copied().filter(|k| k.available())
+}
+
+fn default_kernel() -> Kernel {
+    if Kernel::Avx512.available() { Kernel::Avx512 } else { Kernel::Matrixmultiply }
+}
+
+/// The kernel for one product: a forced kernel if any, else `default_kernel()`, except
+/// that an unstructured product whose left operand steps through `k` a multiple of 4 KiB
+/// apart (`hᵀ·dY` with 1024, 2048 or 3072 columns in `h`) goes to `matrixmultiply`,
+/// which packs `a`. Read in place, such a strip of `a` falls in one set of L1, so the
+/// own kernel re-reads it from L2 for every panel of `b`; `gemm_bench` measured
+/// `matrixmultiply` 7–40% ahead on exactly those rows, and the own kernel ahead on the
+/// 1 KiB stride of `xᵀ·dY` in every run (BENCHMARKS.md). Structured (causal) products
+/// keep the own kernel, which alone skips their masked half.
 fn kernel_for(a: MatRef, structure: Structure) -> Kernel {
-    let chosen = kernel();
-    let aliasing = a.col_stride >= 1024 && a.col_stride.is_multiple_of(1024);
-    if chosen == Kernel::Avx512
-        && FORCED.load(Ordering::Relaxed) == 0
-        && aliasing
-        && structure == Structure::default()
-    {
-        Kernel::Matrixmultiply
-    } else {
-        chosen
-    }
+    let aliases_in_l1 = a.col_stride >= 1024 && a.col_stride.is_multiple_of(1024);
+    forced().unwrap_or_else(|| match default_kernel() {
+        Kernel::Avx512 if aliases_in_l1 && structure == Structure::default() => Kernel::Matrixmultiply,
+        default => default,
+    })
 }
 
 /// `c = a·b` on this thread (`c` row-major, overwritten), calling `on_strip(i0, rows,
@@ -364,8 +364,8 @@ pub(crate) fn sgemm_strips(
         on_strip(0, m, c);
         return Ok(());
     }
-    let task =
-        Task { accumulate: false, structure: Structure::default(), row0: 0, col0: 0, kernel: kernel() };
+    let structure = Structure::default();
+    let task = Task { accumulate: false, structure, row0: 0, col0: 0, kernel: kernel_for(a, structure) };
     if task.kernel == Kernel::Matrixmultiply {
         sgemm_one(a, b, Out::whole(c, n), task, None);
         on_strip(0, m, c);
@@ -386,7 +386,7 @@ fn sgemm_one(a: MatRef, b: MatRef, c: Out, task: Task, on_strip: Option<crate::s
     if task.kernel != Kernel::Matrixmultiply {
         use crate::microkernel::{Avx2, Avx512, Portable};
         use crate::sgemm::sgemm as own;
-        // SAFETY: `kernel()` picks a kernel only when `Kernel::available` says the CPU
+        // SAFETY: `kernel_for` picks a kernel only when `Kernel::available` says the CPU
         // has its instruction set; `c` is exclusive access to this m×n block with row
         // stride `c.row_stride` (see `Out`).
         unsafe {
