@@ -35,6 +35,7 @@ pub struct Options {
     pub params: Option<String>,
     pub batch: Option<String>,
     pub gemm: String,
+    pub no_split: bool,
 }
 
 pub fn run(o: &Options) -> Res<()> {
@@ -62,6 +63,7 @@ pub fn run(o: &Options) -> Res<()> {
         return Err(format!("--gemm {}: this CPU cannot run the {k:?} kernel", o.gemm));
     }
     force_kernel(kernel);
+    adjoint::parallel::set_batch_split(!o.no_split);
     let sizes = gpt::Sizes { T: t, D: d, H: h, F: f, V: v, L: l };
     let mut params = match &o.params {
         Some(path) => {
@@ -115,8 +117,9 @@ pub fn run(o: &Options) -> Res<()> {
     let threads = adjoint::gemm::threads();
     let kernel = adjoint::gemm::kernel();
     adjoint_examples::say!(
-        "impl=adjoint config={name} threads={threads} steps={} B={b} T={t} gemm={kernel:?}",
-        times.len()
+        "impl=adjoint config={name} threads={threads} steps={} B={b} T={t} gemm={kernel:?} split={}",
+        times.len(),
+        if o.no_split { "off" } else { "halves" }
     );
     adjoint_examples::say!(
         "median_ms={:.3} min_ms={:.3} tokens_per_s={:.1} gflops={:.2} peak_rss_mib={:.1} loss_first={:.5} loss_last={:.5}",

@@ -59,6 +59,10 @@ enum Command {
         /// runtime's own micro-kernels) or matrixmultiply
         #[arg(long, default_value = "auto")]
         gemm: String,
+        /// Run each step on the whole batch at once, not as two half-batches side by
+        /// side (the split `grads` does by default)
+        #[arg(long)]
+        no_split: bool,
     },
     /// Text sampled from a train_gpt checkpoint.
     Generate {
@@ -89,8 +93,17 @@ pub fn run(args: Args) -> Res<()> {
             }
             Ok(())
         }
-        Command::Bench { config, steps, warmup, seed, params, batch, gemm } => {
-            crate::bench::run(&crate::bench::Options { config, steps, warmup, seed, params, batch, gemm })
+        Command::Bench { config, steps, warmup, seed, params, batch, gemm, no_split } => {
+            crate::bench::run(&crate::bench::Options {
+                config,
+                steps,
+                warmup,
+                seed,
+                params,
+                batch,
+                gemm,
+                no_split,
+            })
         }
         Command::Generate { checkpoint: path, prompt, tokens, temperature, top_k, seed } => {
             let (_, params) = checkpoint::load_model(&path)?;

@@ -182,7 +182,7 @@ fn product(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool, structure: Str
         return Ok(());
     }
     let task = Task { accumulate, structure, row0: 0, col0: 0, kernel: kernel_for(a, structure) };
-    split(a, b, Out::whole(c, b.cols), task, rayon::current_num_threads());
+    split(a, b, Out::whole(c, b.cols), task, threads());
     Ok(())
 }
 
@@ -199,9 +199,10 @@ fn check_product(a: MatRef, b: MatRef, c: &[f32]) -> Result<()> {
     b.check("right")
 }
 
-/// The threads large products are split over (elementwise kernels run on one).
+/// The threads large products are split over: the pool's, or 1 in serial mode
+/// (`parallel::threads`).
 pub fn threads() -> usize {
-    rayon::current_num_threads()
+    crate::parallel::threads()
 }
 
 /// A block of the output: `rows × cols` from `ptr`, rows `row_stride` apart, columns

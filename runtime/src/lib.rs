@@ -100,6 +100,7 @@ pub mod init;
 pub mod microkernel;
 pub mod ops;
 pub mod optim;
+pub mod parallel;
 pub mod pool;
 pub mod sample;
 mod sgemm;

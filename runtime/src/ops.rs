@@ -133,7 +133,7 @@ fn matmul_views(
         let right = view(&b_data, &b_strides, b.shape(), i);
         crate::gemm::sgemm_structured(left, right, c, structure)
     };
-    if batch > 1 && m * n > 0 && batch * m * n * k >= BATCH_PARALLEL_MIN_WORK {
+    if batch > 1 && m * n > 0 && batch * m * n * k >= BATCH_PARALLEL_MIN_WORK && crate::gemm::threads() > 1 {
         // Many small products (attention heads): one per task, over the pool.
         use rayon::prelude::*;
         out.par_chunks_mut(m * n).enumerate().try_for_each(|(i, c)| product(i, c))?;

@@ -187,6 +187,59 @@ fn attention_matches_the_interpreter_at_odd_sizes_and_single_rows() {
     }
 }
 
+/// `grads` on a batch split in two (the default for the GPT and the MLP, whose losses
+/// are means over examples) equals `grads` on the whole batch, to f32 rounding: the
+/// parts' weights are right for an odd split (1 + 2 sequences, 18 + 19 rows).
+#[test]
+fn split_batches_match_whole_batches() {
+    let check = |what: &str, run: &dyn Fn() -> (f32, BTreeMap<String, ArrayD<f32>>)| {
+        let before = adjoint::parallel::split_steps();
+        let (loss, grads) = run();
+        assert_eq!(adjoint::parallel::split_steps(), before + 1, "{what}: the step did not split");
+        let (whole_loss, whole) = adjoint::parallel::whole_batch(run);
+        assert_eq!(adjoint::parallel::split_steps(), before + 1, "{what}: the whole batch split");
+        assert!((loss - whole_loss).abs() <= 1e-6 * whole_loss.abs(), "{what}: loss {loss} vs {whole_loss}");
+        // Errors relative to each gradient's scale, floored at a thousandth of the largest
+        // one: the key bias's gradient is zero in exact arithmetic (a softmax ignores a
+        // shift shared by every key), so it is rounding noise in both paths.
+        let largest = whole.values().flat_map(|g| g.iter()).fold(0f32, |m, v| m.max(v.abs()));
+        for (name, g) in &grads {
+            let floor = 1e-3 * f64::from(largest);
+            let err = rel_err(&g.mapv(f64::from), &whole[name].mapv(f64::from), floor);
+            assert!(err <= 1e-5, "{what}: {name} relative error {err:.2e}");
+        }
+    };
+    let sizes = gpt::Sizes { D: 48, H: 3, F: 40, V: 97, T: 17, L: 2 };
+    let params = gpt::Params::init(&sizes, 5).unwrap();
+    let (tokens, targets) = (indices(&[3, 17], 97, 1), indices(&[3, 17], 97, 2));
+    check("gpt B=3", &|| {
+        let inputs = gpt::Inputs { tokens: tokens.view(), targets: targets.view() };
+        let mut grads = gpt::Params::zeros(&sizes).unwrap();
+        (gpt::grads(&params, &inputs, &mut grads).unwrap(), named(grads.named()))
+    });
+    let sizes = mlp::Sizes { D: 19, F: 45, L: 2 };
+    let params = mlp::Params::init(&sizes, 3).unwrap();
+    let (x, t) = (noise(&[37, 19], 4), indices(&[37], 19, 5));
+    check("mlp N=37", &|| {
+        let inputs = mlp::Inputs { x: x.view(), t: t.view() };
+        let mut grads = mlp::Params::zeros(&sizes).unwrap();
+        (mlp::grads(&params, &inputs, &mut grads).unwrap(), named(grads.named()))
+    });
+}
+
+/// Inputs whose batch sizes disagree are not split: the whole-batch path reports them.
+#[test]
+fn mismatched_batches_are_an_error_not_a_split() {
+    let sizes = gpt::Sizes { D: 12, H: 3, F: 20, V: 11, T: 5, L: 1 };
+    let params = gpt::Params::init(&sizes, 5).unwrap();
+    let (tokens, targets) = (indices(&[4, 5], 11, 1), indices(&[3, 5], 11, 2));
+    let inputs = gpt::Inputs { tokens: tokens.view(), targets: targets.view() };
+    let mut grads = gpt::Params::zeros(&sizes).unwrap();
+    let before = adjoint::parallel::split_steps();
+    assert!(gpt::grads(&params, &inputs, &mut grads).is_err());
+    assert_eq!(adjoint::parallel::split_steps(), before);
+}
+
 /// Each model's execution plan (fused loops, kernels, saved bytes) is a snapshot: a
 /// change in what is fused, saved or recomputed shows up in review.
 #[test]

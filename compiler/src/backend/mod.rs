@@ -14,6 +14,7 @@ mod items;
 mod loops;
 pub mod plan;
 pub mod schedule;
+pub mod split;
 mod stage;
 
 use proc_macro2::TokenStream;
@@ -147,6 +148,7 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
         })
         .collect();
     bwd.reverse();
+    let split = split_grads(p);
     quote! {
         /// The loss for these parameters and inputs.
         pub fn loss(params: &Params, inputs: &Inputs) -> Result<f32> {
@@ -156,9 +158,10 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
             ::adjoint::ops::scalar(&__loss)
         }
 
-        /// The loss, and every parameter's gradient written into `grads` (resized to
-        /// the parameters' shapes if needed).
-        pub fn grads(params: &Params, inputs: &Inputs, grads: &mut Grads) -> Result<f32> {
+        #split
+
+        /// `grads` on the whole batch at once.
+        fn grads_whole(params: &Params, inputs: &Inputs, grads: &mut Grads) -> Result<f32> {
             let (__env, __data) = bind(params, inputs)?;
             let __p = params;
             #(#fwd)*
@@ -184,6 +187,70 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
             optimizer.update(lr, params.named_mut(), &grads.named())?;
             Ok(__loss)
         }
+    }
+}
+
+/// The public `grads`: the batch split in two parts run side by side when the loss is a
+/// sum over examples (`split`), else the whole batch at once.
+fn split_grads(p: &Program) -> TokenStream {
+    let doc = quote! {
+        /// The loss, and every parameter's gradient written into `grads` (resized to
+        /// the parameters' shapes if needed).
+    };
+    let split = match split::analyse(p) {
+        Ok(s) => s,
+        Err(why) => {
+            let why = format!(" Runs the whole batch at once: it cannot be split ({why}).");
+            return quote! {
+                #doc
+                #[doc = ""]
+                #[doc = #why]
+                pub fn grads(params: &Params, inputs: &Inputs, grads: &mut Grads) -> Result<f32> {
+                    grads_whole(params, inputs, grads)
+                }
+            };
+        }
+    };
+    let fields: Vec<_> = p.inputs.iter().map(|i| emit::field(&i.name)).collect();
+    let exponent = split.exponent;
+    let why = format!(
+        " The loss is a sum over the examples along `{}` (axis 0 of every input), so a batch \
+         runs as two halves side by side (`adjoint::parallel`), their gradients weighted and added.",
+        split.dim
+    );
+    quote! {
+        #doc
+        #[doc = ""]
+        #[doc = #why]
+        pub fn grads(params: &Params, inputs: &Inputs, grads: &mut Grads) -> Result<f32> {
+            let __sizes = [#(inputs.#fields.shape().first().copied().unwrap_or(0)),*];
+            let Some(__first) = ::adjoint::parallel::split_point(&__sizes) else {
+                return grads_whole(params, inputs, grads);
+            };
+            let __part = |__r: ::std::ops::Range<usize>| Inputs {
+                #(#fields: inputs.#fields.clone().slice_axis_move(
+                    ::adjoint::ndarray::Axis(0),
+                    ::adjoint::ndarray::Slice::from(__r.clone()),
+                ),)*
+            };
+            let (__a, __b) = (__part(0..__first), __part(__first..__sizes[0]));
+            // The second part's gradients, kept from step to step.
+            let mut __spare = SPARE_GRADS.lock().ok().and_then(|mut s| s.take()).unwrap_or_else(|| params.clone());
+            let (__la, __lb) = ::adjoint::parallel::join_parts(
+                || grads_whole(params, &__a, grads),
+                || grads_whole(params, &__b, &mut __spare),
+            );
+            let (__la, __lb) = (__la?, __lb?);
+            let (__wa, __wb) = ::adjoint::parallel::part_weights(__sizes[0], __first, #exponent);
+            ::adjoint::parallel::combine(grads.named_mut(), __wa, &__spare.named(), __wb)?;
+            if let Ok(mut s) = SPARE_GRADS.lock() {
+                *s = Some(__spare);
+            }
+            Ok(__wa * __la + __wb * __lb)
+        }
+
+        /// `grads`' buffers for the second half of a batch.
+        static SPARE_GRADS: ::std::sync::Mutex<::core::option::Option<Grads>> = ::std::sync::Mutex::new(None);
     }
 }
 

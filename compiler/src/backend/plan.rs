@@ -110,6 +110,19 @@ pub fn describe(p: &Program) -> String {
     let mut out = String::new();
     let at: Vec<String> = p.sizes.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let _ = writeln!(out, "plan of `{}` (bytes at {})", p.name, at.join(", "));
+    let _ = match super::split::analyse(p) {
+        Ok(s) => writeln!(
+            out,
+            "batch split: `grads` runs the two halves of the batch side by side: the loss is a sum over the examples along `{}`{}",
+            s.dim,
+            match s.exponent {
+                0 => String::new(),
+                e if e % 2 == 0 => format!(", times {}^{}", s.dim, e / 2),
+                e => format!(", times {}^({e}/2)", s.dim),
+            }
+        ),
+        Err(why) => writeln!(out, "batch split: none, the whole batch runs at once ({why})"),
+    };
     for (k, st) in p.stages.iter().enumerate() {
         let g = &st.graph;
         let what = match st.repeat {

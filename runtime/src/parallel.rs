@@ -1,0 +1,177 @@
+//! How work spreads over the cores: the persistent rayon pool every kernel splits over,
+//! a serial mode that keeps a kernel's work on the calling thread, and the batch split
+//! of a training step (the generated `grads` runs the two halves of a batch as two
+//! steps side by side, when the compiler proved the loss a sum over examples:
+//! `adjoint_compiler::backend::split`).
+//!
+//! Why split the batch: on the 2-core machines this targets, handing each product and
+//! loop to the pool costs a wake-up per call and leaves one core idle through every
+//! copy, sum and small loop (17% idle through the small config's step, `time`). Two
+//! half-batch steps, each on one core in serial mode, hand off once per step.
+//!
+//! The split does not depend on the thread count: a batch of `n ≥ 2` always runs as
+//! `n/2` and `n - n/2` examples (one after the other when there is one thread), so the
+//! same inputs give the same gradients on any machine.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::{Result, bail};
+use crate::ops::Real;
+
+thread_local! {
+    static SERIAL: Cell<bool> = const { Cell::new(false) };
+    /// Set inside `whole_batch`.
+    static WHOLE: Cell<bool> = const { Cell::new(false) };
+    /// Split steps this thread has run (`split_steps`).
+    static SPLIT_STEPS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Whether `grads` splits batches (on unless `set_batch_split(false)`).
+static BATCH_SPLIT: AtomicBool = AtomicBool::new(true);
+
+/// The threads a kernel may split its work over: the pool's, or 1 in serial mode.
+pub fn threads() -> usize {
+    if SERIAL.with(Cell::get) { 1 } else { rayon::current_num_threads() }
+}
+
+/// Runs `f` with every kernel it calls on the calling thread.
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    with_flag(&SERIAL, f)
+}
+
+/// Runs `f` with the `grads` it calls on this thread taking whole batches (tests
+/// compare the two paths; `set_batch_split` is the process-wide switch).
+pub fn whole_batch<R>(f: impl FnOnce() -> R) -> R {
+    with_flag(&WHOLE, f)
+}
+
+/// How many split steps (`join_parts`) this thread has run: tests check a step split.
+pub fn split_steps() -> usize {
+    SPLIT_STEPS.with(Cell::get)
+}
+
+/// `f` with the thread-local `flag` set, restored after (also on a panic).
+fn with_flag<R>(flag: &'static std::thread::LocalKey<Cell<bool>>, f: impl FnOnce() -> R) -> R {
+    struct Restore(&'static std::thread::LocalKey<Cell<bool>>, bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            self.0.with(|s| s.set(self.1));
+        }
+    }
+    let _restore = Restore(flag, flag.with(|s| s.replace(true)));
+    f()
+}
+
+/// Turns the batch split of generated `grads` on or off, process-wide (benchmarks and
+/// tests compare the two; the default is on).
+pub fn set_batch_split(on: bool) {
+    BATCH_SPLIT.store(on, Ordering::Relaxed);
+}
+
+/// Where `grads` splits a batch whose inputs have `sizes` examples: `Some(n / 2)` when
+/// splitting is on and every input has the same `n ≥ 2`. Inputs that disagree are not
+/// split, so the whole-batch path reports the mismatch.
+pub fn split_point(sizes: &[usize]) -> Option<usize> {
+    let n = *sizes.first()?;
+    let on = BATCH_SPLIT.load(Ordering::Relaxed) && !WHOLE.with(Cell::get);
+    (on && n >= 2 && sizes.iter().all(|&s| s == n)).then_some(n / 2)
+}
+
+/// Runs the two parts of a step, side by side when the pool has a thread for each:
+/// then each runs in serial mode on its own thread (with more threads, each part's
+/// kernels still split over the pool). In serial mode, one after the other.
+pub fn join_parts<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+    SPLIT_STEPS.with(|n| n.set(n.get() + 1));
+    match threads() {
+        1 => (a(), b()),
+        2 => rayon::join(|| serial(a), || serial(b)),
+        _ => rayon::join(a, b),
+    }
+}
+
+/// The weights of the two parts' losses and gradients in the whole batch's: a loss
+/// `B^(exponent/2) · Σ examples` over `n` examples, split at `first`.
+pub fn part_weights(n: usize, first: usize, exponent: i32) -> (f32, f32) {
+    let weight = |part: usize| (n as f64 / part as f64).powf(f64::from(exponent) / 2.0) as f32;
+    (weight(first), weight(n - first))
+}
+
+/// Elements per task when combining gradients.
+const CHUNK: usize = 1 << 16;
+
+/// `dst[i] = w_dst · dst[i] + w_src · src[i]` for every named tensor, matched by name
+/// and shape (the two parts' gradients into the whole batch's), over the pool.
+pub fn combine(dst: Vec<(String, &mut Real)>, w_dst: f32, src: &[(String, &Real)], w_src: f32) -> Result<()> {
+    use rayon::prelude::*;
+    if dst.len() != src.len() {
+        bail!("combine: {} gradients and {} to add", dst.len(), src.len());
+    }
+    let mut pairs = Vec::with_capacity(dst.len());
+    for ((name, d), (other, s)) in dst.into_iter().zip(src) {
+        if name != *other || d.shape() != s.shape() {
+            bail!("combine: `{name}` {:?} and `{other}` {:?} do not match", d.shape(), s.shape());
+        }
+        match (d.as_slice_mut(), s.as_slice()) {
+            (Some(d), Some(s)) => pairs.push((d, s)),
+            _ => bail!("combine: `{name}` is not contiguous"),
+        }
+    }
+    let chunks: Vec<(&mut [f32], &[f32])> =
+        pairs.into_iter().flat_map(|(d, s)| d.chunks_mut(CHUNK).zip(s.chunks(CHUNK))).collect();
+    chunks.into_par_iter().for_each(|(d, s)| {
+        for (x, &y) in d.iter_mut().zip(s) {
+            *x = w_dst * *x + w_src * y;
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{ArrayD, IxDyn};
+
+    #[test]
+    fn serial_mode_is_per_thread_and_restored() {
+        let outside = threads();
+        serial(|| {
+            assert_eq!(threads(), 1);
+            serial(|| assert_eq!(threads(), 1));
+            assert_eq!(threads(), 1);
+        });
+        assert_eq!(threads(), outside);
+        assert_eq!(rayon::join(|| serial(threads), threads), (1, rayon::current_num_threads()));
+    }
+
+    #[test]
+    fn split_points_and_weights() {
+        assert_eq!(split_point(&[8, 8]), Some(4));
+        assert_eq!(split_point(&[5]), Some(2));
+        assert_eq!(split_point(&[1, 1]), None);
+        assert_eq!(split_point(&[8, 6]), None);
+        assert_eq!(split_point(&[]), None);
+        assert_eq!(whole_batch(|| split_point(&[8, 8])), None);
+        assert_eq!(split_point(&[8, 8]), Some(4));
+        // A mean over 5 examples split 2 + 3: weights 2/5 and 3/5; a sum: 1 and 1.
+        let (a, b) = part_weights(5, 2, -2);
+        assert!((a - 0.4).abs() < 1e-7 && (b - 0.6).abs() < 1e-7);
+        assert_eq!(part_weights(5, 2, 0), (1.0, 1.0));
+    }
+
+    #[test]
+    fn combine_weights_matching_tensors_and_refuses_others() {
+        let t = |v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).unwrap();
+        let big: Vec<f32> = (0..CHUNK * 2 + 3).map(|i| i as f32).collect();
+        let (mut a, mut b) = (t(vec![1.0, 2.0]), t(big.clone()));
+        let (c, d) = (t(vec![10.0, 20.0]), t(vec![1.0; big.len()]));
+        let src = vec![("a".to_string(), &c), ("b".to_string(), &d)];
+        combine(vec![("a".into(), &mut a), ("b".into(), &mut b)], 0.5, &src, 2.0).unwrap();
+        assert_eq!(a.as_slice().unwrap(), &[20.5, 41.0]);
+        assert!(b.iter().zip(&big).all(|(&x, &y)| x == 0.5 * y + 2.0));
+        let mut e = t(vec![1.0; 3]);
+        assert!(combine(vec![("a".into(), &mut e)], 1.0, &src[..1], 1.0).is_err());
+        assert!(combine(vec![("x".into(), &mut a)], 1.0, &src[..1], 1.0).is_err());
+        assert!(combine(vec![], 1.0, &src[..1], 1.0).is_err());
+    }
+}
