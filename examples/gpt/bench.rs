@@ -35,7 +35,7 @@ pub struct Options {
     pub params: Option<String>,
     pub batch: Option<String>,
     pub gemm: String,
-    pub no_split: bool,
+    pub split: String,
 }
 
 pub fn run(o: &Options) -> Res<()> {
@@ -63,7 +63,13 @@ pub fn run(o: &Options) -> Res<()> {
         return Err(format!("--gemm {}: this CPU cannot run the {k:?} kernel", o.gemm));
     }
     force_kernel(kernel);
-    adjoint::parallel::set_batch_split(!o.no_split);
+    use adjoint::parallel::{BatchSplit, set_batch_split};
+    set_batch_split(match o.split.as_str() {
+        "auto" => BatchSplit::Auto,
+        "always" => BatchSplit::Always,
+        "off" => BatchSplit::Off,
+        other => return Err(format!("unknown --split `{other}`; one of auto, always, off")),
+    });
     let sizes = gpt::Sizes { T: t, D: d, H: h, F: f, V: v, L: l };
     let mut params = match &o.params {
         Some(path) => {
@@ -94,6 +100,7 @@ pub fn run(o: &Options) -> Res<()> {
     let mut grads = gpt::Params::zeros(&sizes).map_err(|e| e.to_string())?;
     let mut sgd = Optimizer::new(Method::Sgd);
     let (mut times, mut losses) = (Vec::new(), Vec::new());
+    let split_before = adjoint::parallel::split_steps();
     for i in 0..o.warmup + o.steps {
         let started = Instant::now();
         let loss =
@@ -117,9 +124,10 @@ pub fn run(o: &Options) -> Res<()> {
     let threads = adjoint::gemm::threads();
     let kernel = adjoint::gemm::kernel();
     adjoint_examples::say!(
-        "impl=adjoint config={name} threads={threads} steps={} B={b} T={t} gemm={kernel:?} split={}",
+        "impl=adjoint config={name} threads={threads} steps={} B={b} T={t} gemm={kernel:?} split={}:{}",
         times.len(),
-        if o.no_split { "off" } else { "halves" }
+        o.split,
+        if adjoint::parallel::split_steps() > split_before { "halves" } else { "whole" }
     );
     adjoint_examples::say!(
         "median_ms={:.3} min_ms={:.3} tokens_per_s={:.1} gflops={:.2} peak_rss_mib={:.1} loss_first={:.5} loss_last={:.5}",

@@ -59,10 +59,10 @@ enum Command {
         /// runtime's own micro-kernels) or matrixmultiply
         #[arg(long, default_value = "auto")]
         gemm: String,
-        /// Run each step on the whole batch at once, not as two half-batches side by
-        /// side (the split `grads` does by default)
-        #[arg(long)]
-        no_split: bool,
+        /// Batch split: auto (two half-batches side by side when the extra gradient
+        /// set is at most 64 MiB, the default), always, or off (the whole batch at once)
+        #[arg(long, default_value = "auto")]
+        split: String,
     },
     /// Text sampled from a train_gpt checkpoint.
     Generate {
@@ -93,7 +93,7 @@ pub fn run(args: Args) -> Res<()> {
             }
             Ok(())
         }
-        Command::Bench { config, steps, warmup, seed, params, batch, gemm, no_split } => {
+        Command::Bench { config, steps, warmup, seed, params, batch, gemm, split } => {
             crate::bench::run(&crate::bench::Options {
                 config,
                 steps,
@@ -102,7 +102,7 @@ pub fn run(args: Args) -> Res<()> {
                 params,
                 batch,
                 gemm,
-                no_split,
+                split,
             })
         }
         Command::Generate { checkpoint: path, prompt, tokens, temperature, top_k, seed } => {

@@ -14,7 +14,7 @@
 //! same inputs give the same gradients on any machine.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::{Result, bail};
 use crate::ops::Real;
@@ -27,8 +27,24 @@ thread_local! {
     static SPLIT_STEPS: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Whether `grads` splits batches (on unless `set_batch_split(false)`).
-static BATCH_SPLIT: AtomicBool = AtomicBool::new(true);
+/// When generated `grads` splits a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchSplit {
+    /// Never: the whole batch at once.
+    Off = 0,
+    /// When the second half's gradients (one more set of the parameters' size) fit in
+    /// `AUTO_MAX_SPARE_BYTES` (the default).
+    Auto = 1,
+    /// Whenever the model allows it.
+    Always = 2,
+}
+
+/// The largest extra gradient set `BatchSplit::Auto` accepts. Measured on the 2-core
+/// Xeon (BENCHMARKS.md): the small config (15 MiB of gradients) ran 15–20% faster split;
+/// GPT-2 (474 MiB) 7% faster but with 817 MiB more peak memory, above PyTorch's.
+pub const AUTO_MAX_SPARE_BYTES: usize = 64 << 20;
+
+static BATCH_SPLIT: AtomicU8 = AtomicU8::new(BatchSplit::Auto as u8);
 
 /// The threads a kernel may split its work over: the pool's, or 1 in serial mode.
 pub fn threads() -> usize {
@@ -63,18 +79,33 @@ fn with_flag<R>(flag: &'static std::thread::LocalKey<Cell<bool>>, f: impl FnOnce
     f()
 }
 
-/// Turns the batch split of generated `grads` on or off, process-wide (benchmarks and
-/// tests compare the two; the default is on).
-pub fn set_batch_split(on: bool) {
-    BATCH_SPLIT.store(on, Ordering::Relaxed);
+/// Sets when generated `grads` splits batches, process-wide (benchmarks compare the
+/// modes; the default is `Auto`).
+pub fn set_batch_split(mode: BatchSplit) {
+    BATCH_SPLIT.store(mode as u8, Ordering::Relaxed);
 }
 
-/// Where `grads` splits a batch whose inputs have `sizes` examples: `Some(n / 2)` when
-/// splitting is on and every input has the same `n ≥ 2`. Inputs that disagree are not
-/// split, so the whole-batch path reports the mismatch.
-pub fn split_point(sizes: &[usize]) -> Option<usize> {
+/// The mode `set_batch_split` set.
+pub fn batch_split() -> BatchSplit {
+    match BATCH_SPLIT.load(Ordering::Relaxed) {
+        0 => BatchSplit::Off,
+        2 => BatchSplit::Always,
+        _ => BatchSplit::Auto,
+    }
+}
+
+/// Where `grads` splits a batch whose inputs have `sizes` examples, for a model with
+/// `param_elems` parameters (the second half's gradients take as many floats):
+/// `Some(n / 2)` when the mode allows it and every input has the same `n ≥ 2`. Inputs
+/// that disagree are not split, so the whole-batch path reports the mismatch.
+pub fn split_point(sizes: &[usize], param_elems: usize) -> Option<usize> {
     let n = *sizes.first()?;
-    let on = BATCH_SPLIT.load(Ordering::Relaxed) && !WHOLE.with(Cell::get);
+    let on = !WHOLE.with(Cell::get)
+        && match batch_split() {
+            BatchSplit::Off => false,
+            BatchSplit::Auto => param_elems.saturating_mul(4) <= AUTO_MAX_SPARE_BYTES,
+            BatchSplit::Always => true,
+        };
     (on && n >= 2 && sizes.iter().all(|&s| s == n)).then_some(n / 2)
 }
 
@@ -146,13 +177,17 @@ mod tests {
 
     #[test]
     fn split_points_and_weights() {
-        assert_eq!(split_point(&[8, 8]), Some(4));
-        assert_eq!(split_point(&[5]), Some(2));
-        assert_eq!(split_point(&[1, 1]), None);
-        assert_eq!(split_point(&[8, 6]), None);
-        assert_eq!(split_point(&[]), None);
-        assert_eq!(whole_batch(|| split_point(&[8, 8])), None);
-        assert_eq!(split_point(&[8, 8]), Some(4));
+        assert_eq!(split_point(&[8, 8], 100), Some(4));
+        assert_eq!(split_point(&[5], 100), Some(2));
+        assert_eq!(split_point(&[1, 1], 100), None);
+        assert_eq!(split_point(&[8, 6], 100), None);
+        assert_eq!(split_point(&[], 100), None);
+        assert_eq!(whole_batch(|| split_point(&[8, 8], 100)), None);
+        assert_eq!(split_point(&[8, 8], 100), Some(4));
+        // The default mode leaves out models whose extra gradient set is too big.
+        assert_eq!(batch_split(), BatchSplit::Auto);
+        assert_eq!(split_point(&[8, 8], AUTO_MAX_SPARE_BYTES / 4), Some(4));
+        assert_eq!(split_point(&[8, 8], AUTO_MAX_SPARE_BYTES / 4 + 1), None);
         // A mean over 5 examples split 2 + 3: weights 2/5 and 3/5; a sum: 1 and 1.
         let (a, b) = part_weights(5, 2, -2);
         assert!((a - 0.4).abs() < 1e-7 && (b - 0.6).abs() < 1e-7);
