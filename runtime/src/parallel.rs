@@ -148,13 +148,20 @@ pub fn combine(dst: Vec<(String, &mut Real)>, w_dst: f32, src: &[(String, &Real)
             _ => bail!("combine: `{name}` is not contiguous"),
         }
     }
+    let total: usize = pairs.iter().map(|(d, _)| d.len()).sum();
     let chunks: Vec<(&mut [f32], &[f32])> =
         pairs.into_iter().flat_map(|(d, s)| d.chunks_mut(CHUNK).zip(s.chunks(CHUNK))).collect();
-    chunks.into_par_iter().for_each(|(d, s)| {
+    let add = |(d, s): (&mut [f32], &[f32])| {
         for (x, &y) in d.iter_mut().zip(s) {
             *x = w_dst * *x + w_src * y;
         }
-    });
+    };
+    // A few chunks are not worth waking the pool for.
+    if total <= 4 * CHUNK {
+        chunks.into_iter().for_each(add);
+    } else {
+        chunks.into_par_iter().for_each(add);
+    }
     Ok(())
 }
 
