@@ -41,7 +41,8 @@ pub enum BatchSplit {
 
 /// The largest extra gradient set `BatchSplit::Auto` accepts. Measured on the 2-core
 /// Xeon (BENCHMARKS.md): the small config (14 MiB of gradients) ran 15–20% faster split;
-/// GPT-2 (472 MiB) 7% faster but with 817 MiB more peak memory, above PyTorch's.
+/// GPT-2 (472 MiB) between 11% faster and 5% slower, with about 800 MiB more peak
+/// memory, above PyTorch's.
 pub const AUTO_MAX_SPARE_BYTES: usize = 64 << 20;
 
 static BATCH_SPLIT: AtomicU8 = AtomicU8::new(BatchSplit::Auto as u8);
