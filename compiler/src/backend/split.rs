@@ -230,7 +230,13 @@ impl Walk<'_> {
                 if ins[0].0 == Form::Total {
                     return Err("a mask on a sum over the batch".into());
                 }
-                self.scalar_degree(fill)?;
+                // Masking commutes with the batch's positive scale only for 0 and ±∞.
+                if ins[0].1 != 0 && fill.coef.is_finite() && fill.coef != 0.0 {
+                    return Err("a mask filling a batch-scaled value with a constant".into());
+                }
+                if self.scalar_degree(fill)? != 0 {
+                    return Err("a mask filling with a batch-dependent constant".into());
+                }
                 ins[0]
             }
             Op::Reduce(r) => {
@@ -242,7 +248,9 @@ impl Walk<'_> {
                     },
                     Form::Axis(a) if matches!(r, Reduce::ArgmaxMask { .. }) => (Form::Axis(a), 0),
                     Form::Axis(a) => (Form::Axis(if a > *axis { a - 1 } else { a }), ins[0].1),
-                    Form::Total => return Err("a reduction of a sum over the batch".into()),
+                    // Summing a sum over examples further is still one.
+                    Form::Total if matches!(r, Reduce::Sum { .. }) => ins[0],
+                    Form::Total => return Err("a max of a sum over the batch".into()),
                     Form::Free => (Form::Free, ins[0].1),
                 }
             }
