@@ -24,39 +24,9 @@ pub enum Method {
     AdamW { beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
 }
 
-/// Elements per parallel task of an update: large tensors (GPT-2's 38M-element
-/// embedding) are split over the pool; small ones stay whole. Each element's update
-/// reads only its own values, so the result does not depend on the split.
-const CHUNK: usize = 1 << 16;
-
-// A tensor of one chunk is updated on the calling thread: a parallel iterator called
-// from outside the pool hands even one task to a pool thread and waits for it, a
-// wake-up per tensor (4% of the tiny config's step in `perf`).
-fn par_zip(p: &mut [f32], g: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
-    use rayon::prelude::*;
-    if p.len() <= CHUNK {
-        return f(p, g);
-    }
-    p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(p, g)| f(p, g));
-}
-
-fn par_zip3(
-    p: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    g: &[f32],
-    f: impl Fn(&mut [f32], &mut [f32], &mut [f32], &[f32]) + Sync,
-) {
-    use rayon::prelude::*;
-    if p.len() <= CHUNK {
-        return f(p, m, v, g);
-    }
-    p.par_chunks_mut(CHUNK)
-        .zip(m.par_chunks_mut(CHUNK))
-        .zip(v.par_chunks_mut(CHUNK))
-        .zip(g.par_chunks(CHUNK))
-        .for_each(|(((p, m), v), g)| f(p, m, v, g));
-}
+// Updates run over the pool in fixed chunks (`parallel::zip_chunks`): each element's
+// update reads only its own values, so the result does not depend on the split.
+use crate::parallel::{zip_chunks as par_zip, zip_chunks4 as par_zip3};
 
 /// An optimizer's method, step count and state.
 #[derive(Clone, Debug)]

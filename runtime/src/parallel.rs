@@ -96,18 +96,21 @@ pub fn batch_split() -> BatchSplit {
 }
 
 /// Where `grads` splits a batch whose inputs have `sizes` examples, for a model with
-/// `param_elems` parameters (the second half's gradients take as many floats):
+/// `param_elems()` parameters (the second half's gradients take as many floats; asked
+/// only in `Auto` mode, after the cheap checks):
 /// `Some(n / 2)` when the mode allows it and every input has the same `n ≥ 2`. Inputs
 /// that disagree are not split, so the whole-batch path reports the mismatch.
-pub fn split_point(sizes: &[usize], param_elems: usize) -> Option<usize> {
+pub fn split_point(sizes: &[usize], param_elems: impl FnOnce() -> usize) -> Option<usize> {
     let n = *sizes.first()?;
-    let on = !WHOLE.with(Cell::get)
-        && match batch_split() {
-            BatchSplit::Off => false,
-            BatchSplit::Auto => param_elems.saturating_mul(4) <= AUTO_MAX_SPARE_BYTES,
-            BatchSplit::Always => true,
-        };
-    (on && n >= 2 && sizes.iter().all(|&s| s == n)).then_some(n / 2)
+    if WHOLE.with(Cell::get) || n < 2 || sizes.iter().any(|&s| s != n) {
+        return None;
+    }
+    let on = match batch_split() {
+        BatchSplit::Off => false,
+        BatchSplit::Auto => param_elems().saturating_mul(4) <= AUTO_MAX_SPARE_BYTES,
+        BatchSplit::Always => true,
+    };
+    on.then_some(n / 2)
 }
 
 /// Runs the two parts of a step, side by side when the pool has a thread for each:
@@ -129,36 +132,64 @@ pub fn part_weights(n: usize, first: usize, exponent: i32) -> (f32, f32) {
     (weight(first), weight(n - first))
 }
 
-/// Elements per task when combining gradients.
-const CHUNK: usize = 1 << 16;
+/// Elements per task of the elementwise passes over whole tensors (updates, `combine`):
+/// large tensors (GPT-2's 38M-element embedding) are split over the pool.
+pub(crate) const CHUNK: usize = 1 << 16;
+
+/// `f` on matching chunks of `a` and `b`, over the pool. A tensor of one chunk stays on
+/// the calling thread: a parallel iterator called from outside the pool hands even one
+/// task to a pool thread and waits for it, a wake-up per tensor (4% of the tiny
+/// config's step in `perf`).
+pub(crate) fn zip_chunks(a: &mut [f32], b: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    use rayon::prelude::*;
+    if a.len() <= CHUNK {
+        return f(a, b);
+    }
+    a.par_chunks_mut(CHUNK).zip(b.par_chunks(CHUNK)).for_each(|(a, b)| f(a, b));
+}
+
+/// `zip_chunks` over three written slices and one read one (AdamW's parameter, moments
+/// and gradient).
+pub(crate) fn zip_chunks4(
+    p: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    f: impl Fn(&mut [f32], &mut [f32], &mut [f32], &[f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    if p.len() <= CHUNK {
+        return f(p, m, v, g);
+    }
+    p.par_chunks_mut(CHUNK)
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .for_each(|(((p, m), v), g)| f(p, m, v, g));
+}
 
 /// `dst[i] = w_dst · dst[i] + w_src · src[i]` for every named tensor, matched by name
-/// and shape (the two parts' gradients into the whole batch's), over the pool.
+/// and shape (the two parts' gradients into the whole batch's): the chunks of every
+/// tensor in one pass over the pool (one hand-off per step, not one per tensor), or on
+/// the calling thread when there are only a few.
 pub fn combine(dst: Vec<(String, &mut Real)>, w_dst: f32, src: &[(String, &Real)], w_src: f32) -> Result<()> {
     use rayon::prelude::*;
     if dst.len() != src.len() {
         bail!("combine: {} gradients and {} to add", dst.len(), src.len());
     }
-    let mut pairs = Vec::with_capacity(dst.len());
+    let mut chunks: Vec<(&mut [f32], &[f32])> = Vec::new();
     for ((name, d), (other, s)) in dst.into_iter().zip(src) {
         if name != *other || d.shape() != s.shape() {
             bail!("combine: `{name}` {:?} and `{other}` {:?} do not match", d.shape(), s.shape());
         }
-        match (d.as_slice_mut(), s.as_slice()) {
-            (Some(d), Some(s)) => pairs.push((d, s)),
-            _ => bail!("combine: `{name}` is not contiguous"),
-        }
+        let (Some(d), Some(s)) = (d.as_slice_mut(), s.as_slice()) else {
+            bail!("combine: `{name}` is not contiguous");
+        };
+        chunks.extend(d.chunks_mut(CHUNK).zip(s.chunks(CHUNK)));
     }
-    let total: usize = pairs.iter().map(|(d, _)| d.len()).sum();
-    let chunks: Vec<(&mut [f32], &[f32])> =
-        pairs.into_iter().flat_map(|(d, s)| d.chunks_mut(CHUNK).zip(s.chunks(CHUNK))).collect();
-    let add = |(d, s): (&mut [f32], &[f32])| {
-        for (x, &y) in d.iter_mut().zip(s) {
-            *x = w_dst * *x + w_src * y;
-        }
-    };
-    // A few chunks are not worth waking the pool for.
-    if total <= 4 * CHUNK {
+    let add =
+        |(d, s): (&mut [f32], &[f32])| d.iter_mut().zip(s).for_each(|(x, &y)| *x = w_dst * *x + w_src * y);
+    if chunks.len() <= 4 {
         chunks.into_iter().for_each(add);
     } else {
         chunks.into_par_iter().for_each(add);
@@ -185,17 +216,17 @@ mod tests {
 
     #[test]
     fn split_points_and_weights() {
-        assert_eq!(split_point(&[8, 8], 100), Some(4));
-        assert_eq!(split_point(&[5], 100), Some(2));
-        assert_eq!(split_point(&[1, 1], 100), None);
-        assert_eq!(split_point(&[8, 6], 100), None);
-        assert_eq!(split_point(&[], 100), None);
-        assert_eq!(whole_batch(|| split_point(&[8, 8], 100)), None);
-        assert_eq!(split_point(&[8, 8], 100), Some(4));
+        assert_eq!(split_point(&[8, 8], || 100), Some(4));
+        assert_eq!(split_point(&[5], || 100), Some(2));
+        assert_eq!(split_point(&[1, 1], || 100), None);
+        assert_eq!(split_point(&[8, 6], || 100), None);
+        assert_eq!(split_point(&[], || 100), None);
+        assert_eq!(whole_batch(|| split_point(&[8, 8], || 100)), None);
+        assert_eq!(split_point(&[8, 8], || 100), Some(4));
         // The default mode leaves out models whose extra gradient set is too big.
         assert_eq!(batch_split(), BatchSplit::Auto);
-        assert_eq!(split_point(&[8, 8], AUTO_MAX_SPARE_BYTES / 4), Some(4));
-        assert_eq!(split_point(&[8, 8], AUTO_MAX_SPARE_BYTES / 4 + 1), None);
+        assert_eq!(split_point(&[8, 8], || AUTO_MAX_SPARE_BYTES / 4), Some(4));
+        assert_eq!(split_point(&[8, 8], || AUTO_MAX_SPARE_BYTES / 4 + 1), None);
         // A mean over 5 examples split 2 + 3: weights 2/5 and 3/5; a sum: 1 and 1.
         let (a, b) = part_weights(5, 2, -2);
         assert!((a - 0.4).abs() < 1e-7 && (b - 0.6).abs() < 1e-7);

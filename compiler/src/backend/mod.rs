@@ -224,7 +224,7 @@ fn split_grads(p: &Program) -> TokenStream {
         #[doc = #why]
         pub fn grads(params: &Params, inputs: &Inputs, grads: &mut Grads) -> Result<f32> {
             let __sizes = [#(inputs.#fields.shape().first().copied().unwrap_or(0)),*];
-            let __param_elems: usize = params.named().iter().map(|(_, t)| t.len()).sum();
+            let __param_elems = || params.named().iter().map(|(_, t)| t.len()).sum();
             let Some(__first) = ::adjoint::parallel::split_point(&__sizes, __param_elems) else {
                 return grads_whole(params, inputs, grads);
             };

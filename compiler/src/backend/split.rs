@@ -268,10 +268,30 @@ impl Walk<'_> {
                 };
                 (form, ins[0].1 + ins[1].1)
             }
+            // Every part of a concatenation splits the same way and scales alike.
+            Op::Layout(Layout::Concat { axis }) => {
+                let form = common(ins)?;
+                if form == Form::Axis(*axis) {
+                    return Err("a concatenation along the batch axis".into());
+                }
+                // A batch-free part beside sums over examples would count once per part.
+                if form == Form::Total && ins.iter().any(|f| f.0 != Form::Total) {
+                    return Err("a concatenation of a sum over the batch with other values".into());
+                }
+                if ins.iter().any(|f| f.1 != ins[0].1) {
+                    return Err("a concatenation of values that scale differently".into());
+                }
+                (form, ins[0].1)
+            }
             Op::Layout(l) => {
                 let (form, e) = ins[0];
                 let form = match (l, form) {
+                    // A broadcast to a batch-sized axis makes a free value per example.
+                    (Layout::Broadcast { axis, size }, Form::Free) if self.degree(size) != Some(0) => {
+                        Form::Axis(*axis)
+                    }
                     (_, Form::Free) => Form::Free,
+                    (_, Form::Total) => return Err("a layout op on a sum over the batch".into()),
                     (Layout::Permute(p), Form::Axis(a)) => {
                         Form::Axis(p.iter().position(|&i| i == a).expect("a permutation"))
                     }
@@ -284,35 +304,13 @@ impl Walk<'_> {
                         }
                         Form::Axis(a)
                     }
-                    (
-                        Layout::Slice { axis, .. } | Layout::Pad { axis, .. } | Layout::Concat { axis },
-                        Form::Axis(a),
-                    ) if *axis != a => {
-                        if let Layout::Concat { .. } = l {
-                            let f = common(ins)?;
-                            if ins.iter().any(|&(_, x)| x != e) {
-                                return Err("a concatenation of values that scale differently".into());
-                            }
-                            f
-                        } else {
-                            Form::Axis(a)
-                        }
+                    (Layout::Slice { axis, .. } | Layout::Pad { axis, .. }, Form::Axis(a)) if *axis != a => {
+                        Form::Axis(a)
                     }
                     (Layout::Broadcast { axis, .. }, Form::Axis(a)) => {
                         Form::Axis(if *axis <= a { a + 1 } else { a })
                     }
-                    (_, Form::Total) => return Err("a layout op on a sum over the batch".into()),
                     _ => return Err("a layout op along the batch axis".into()),
-                };
-                // A concat's later parts may carry the batch where the first does not.
-                let form =
-                    if let (Layout::Concat { .. }, Form::Free) = (l, form) { common(ins)? } else { form };
-                // A broadcast to a batch-sized axis makes a free value per example.
-                let form = match (l, form) {
-                    (Layout::Broadcast { axis, size }, Form::Free) if self.degree(size) != Some(0) => {
-                        Form::Axis(*axis)
-                    }
-                    _ => form,
                 };
                 (form, e)
             }
