@@ -110,7 +110,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gemm::{Kernel, force_kernel};
     use ndarray::{ArrayD, IxDyn};
 
     fn tensor(shape: &[usize], seed: usize) -> Real {
@@ -126,45 +125,48 @@ mod tests {
     fn epilogues_see_every_finished_row_on_every_kernel_and_split() {
         let _serial = crate::gemm::tests::KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         // Odd sizes (edge tiles, partial strips), more than one block of `k` and of `b`'s
-        // columns, and a product large enough to be split between threads.
+        // columns, and a product large enough to be split between threads; `b` read
+        // transposed (packed) and row-major (packed, or read in place).
         for &(m, k, n) in &[(1, 1, 1), (37, 29, 45), (9, 300, 530), (1030, 130, 150)] {
             let a = tensor(&[m, k], 1);
             let bt = tensor(&[n, k], 2);
+            let b = crate::ops::permute(&bt, &[1, 0]).unwrap();
             let want = crate::ops::matmul_t(&a, false, &bt, true).unwrap();
             let want = want.as_slice().unwrap();
-            for kernel in Kernel::all_available() {
-                force_kernel(Some(kernel));
-                // The body: `out = c + r` per element, and each row's sum.
-                let (mut out, mut sums) = (vec![f32::NAN; m * n], vec![f32::NAN; m]);
-                product_rows(
-                    &a,
-                    &[],
-                    &bt,
-                    &[1, 0],
-                    1,
-                    [(&mut out[..], n), (&mut sums[..], 1)],
-                    |r, c, [o, s], scratch| {
-                        scratch[..n].copy_from_slice(c);
-                        for (x, &v) in o.iter_mut().zip(&scratch[..n]) {
-                            *x = v + r as f32;
+            for (right, perm) in [(&bt, &[1usize, 0][..]), (&b, &[][..])] {
+                crate::gemm::tests::on_every_path(|| {
+                    let kernel = crate::gemm::kernel();
+                    // The body: `out = c + r` per element, and each row's sum.
+                    let (mut out, mut sums) = (vec![f32::NAN; m * n], vec![f32::NAN; m]);
+                    product_rows(
+                        &a,
+                        &[],
+                        right,
+                        perm,
+                        1,
+                        [(&mut out[..], n), (&mut sums[..], 1)],
+                        |r, c, [o, s], scratch| {
+                            scratch[..n].copy_from_slice(c);
+                            for (x, &v) in o.iter_mut().zip(&scratch[..n]) {
+                                *x = v + r as f32;
+                            }
+                            s[0] = c.iter().sum();
+                        },
+                    )
+                    .unwrap();
+                    for r in 0..m {
+                        for j in 0..n {
+                            let (p, q) = (out[r * n + j], want[r * n + j] + r as f32);
+                            assert!(
+                                (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                                "{kernel:?} {m}×{k}×{n} at ({r}, {j}): {p} vs {q}"
+                            );
                         }
-                        s[0] = c.iter().sum();
-                    },
-                )
-                .unwrap();
-                for r in 0..m {
-                    for j in 0..n {
-                        let (p, q) = (out[r * n + j], want[r * n + j] + r as f32);
-                        assert!(
-                            (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
-                            "{kernel:?} {m}×{k}×{n} at ({r}, {j}): {p} vs {q}"
-                        );
+                        let q: f32 = want[r * n..(r + 1) * n].iter().sum();
+                        assert!((sums[r] - q).abs() <= 1e-3 * (1.0 + q.abs()), "{kernel:?} row {r} sum");
                     }
-                    let q: f32 = want[r * n..(r + 1) * n].iter().sum();
-                    assert!((sums[r] - q).abs() <= 1e-3 * (1.0 + q.abs()), "{kernel:?} row {r} sum");
-                }
+                });
             }
-            force_kernel(None);
         }
         let (a, b) = (tensor(&[3, 4], 0), tensor(&[5, 2], 0));
         let mut out = [0f32; 6];

@@ -10,6 +10,7 @@
 //! needs no copy. Every view is checked against its slice before the call: a bad view
 //! is an `Err`, never an out-of-bounds read.
 
+pub use crate::sgemm::force_b_packing;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::{Result, bail};
@@ -492,12 +493,7 @@ pub(crate) mod tests {
     #[test]
     fn odd_sizes_and_transposed_views_match_the_naive_product() {
         let _serial = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        for kernel in kernels() {
-            force_kernel(Some(kernel));
-            assert_eq!(super::kernel(), kernel);
-            odd_sizes_on_one_kernel();
-        }
-        force_kernel(None);
+        on_every_path(odd_sizes_on_one_kernel);
     }
 
     #[test]
@@ -536,6 +532,23 @@ pub(crate) mod tests {
     /// The kernels this CPU can run.
     fn kernels() -> Vec<Kernel> {
         Kernel::all_available()
+    }
+
+    /// Runs `f` on every dispatch path this CPU has: each kernel forced, and on the own
+    /// kernels `b` both packed and read in place (wherever it is row-major); then
+    /// restores the default choice. Hold `KERNEL_LOCK` around it.
+    pub(crate) fn on_every_path(mut f: impl FnMut()) {
+        for kernel in kernels() {
+            force_kernel(Some(kernel));
+            let packings: &[Option<bool>] =
+                if kernel == Kernel::Matrixmultiply { &[None] } else { &[Some(true), Some(false)] };
+            for &pack in packings {
+                force_b_packing(pack);
+                f();
+            }
+        }
+        force_b_packing(None);
+        force_kernel(None);
     }
 
     /// Products force a kernel process-wide: tests that force one run one at a time.
@@ -594,8 +607,8 @@ pub(crate) mod tests {
     #[test]
     fn strided_and_unaligned_views_match_the_naive_product() {
         let _serial = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        for kernel in kernels() {
-            force_kernel(Some(kernel));
+        on_every_path(|| {
+            let kernel = super::kernel();
             // Neither stride 1 (every other column of a wider matrix), starting one float
             // into the buffer, so nothing is aligned; output rows start unaligned too.
             for &(m, k, n) in &[(9, 33, 45), (70, 257, 65), (1, 5, 1)] {
@@ -616,8 +629,7 @@ pub(crate) mod tests {
                     }
                 }
             }
-        }
-        force_kernel(None);
+        });
     }
 
     /// `x` with the zeros `tri` promises written in.
@@ -666,8 +678,7 @@ pub(crate) mod tests {
     fn structured_products_match_the_full_product_where_it_is_read() {
         let _serial = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let tris = [Tri::Full, Tri::ZeroAbove, Tri::ZeroBelow];
-        for kernel in kernels() {
-            force_kernel(Some(kernel));
+        on_every_path(|| {
             // Square: every combination, across tile edges and more than one `KC` block.
             for t in [1, 7, 8, 9, 33, 64, 300] {
                 for a in tris {
@@ -693,8 +704,7 @@ pub(crate) mod tests {
             check_structured(1100, 1100, 33, Structure { a: Tri::ZeroBelow, ..Default::default() }, true);
             check_structured(640, 64, 640, Structure { lower_only: true, ..Default::default() }, false);
             check_structured(640, 640, 640, Structure { b: Tri::ZeroAbove, ..Default::default() }, false);
-        }
-        force_kernel(None);
+        });
         let a = [0f32; 6];
         let not_square = Structure { a: Tri::ZeroAbove, ..Default::default() };
         let e = sgemm_structured(
@@ -709,11 +719,7 @@ pub(crate) mod tests {
     #[test]
     fn threaded_products_equal_single_threaded_ones_bit_for_bit() {
         let _serial = KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        for kernel in kernels() {
-            force_kernel(Some(kernel));
-            threaded_equals_single_on_one_kernel();
-        }
-        force_kernel(None);
+        on_every_path(threaded_equals_single_on_one_kernel);
     }
 
     fn threaded_equals_single_on_one_kernel() {

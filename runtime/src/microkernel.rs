@@ -24,14 +24,16 @@ pub(crate) trait Micro {
     /// Columns of a tile, and of a packed panel of `b`.
     const NR: usize;
 
-    /// `c[i, j] (+)= Σ_p a[i·rs + p·cs] · b[p·NR + j]` for `i < rows ≤ MR`,
+    /// `c[i, j] (+)= Σ_p a[i·rs + p·cs] · b[p·ldb + j]` for `i < rows ≤ MR`,
     /// `j < cols ≤ NR`, `p < kc` (`kc = 0` writes zeros, or leaves `c` when adding).
+    /// `b` is a packed panel (`ldb = NR`) or, for short products, `NR` columns of a
+    /// row-major `b` read where they lie (`ldb` its row stride).
     ///
     /// # Safety
     /// The CPU has the kernel's instruction set (`available`); `a[i·rs + p·cs]` is in
-    /// bounds for every `i < rows`, `p < kc`; `b` holds `kc · NR` floats from a 64-byte
-    /// aligned start; `c` is exclusive access to `rows` rows of `cols` floats, `ldc`
-    /// apart.
+    /// bounds for every `i < rows`, `p < kc`; `b[p·ldb + j]` is in bounds for every
+    /// `p < kc`, `j < NR` (no alignment needed); `c` is exclusive access to `rows` rows
+    /// of `cols` floats, `ldc` apart.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         rows: usize,
@@ -41,6 +43,7 @@ pub(crate) trait Micro {
         rs: usize,
         cs: usize,
         b: &[f32],
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         add: bool,
@@ -98,14 +101,19 @@ impl Micro for Avx512 {
         rs: usize,
         cs: usize,
         b: &[f32],
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         add: bool,
     ) {
-        debug_assert!(b.len() >= kc * Self::NR && (kc == 0 || (rows - 1) * rs + (kc - 1) * cs < a.len()));
+        debug_assert!(
+            kc == 0 || (b.len() >= (kc - 1) * ldb + Self::NR && (rows - 1) * rs + (kc - 1) * cs < a.len())
+        );
         let (a, b) = (a.as_ptr(), b.as_ptr());
         // SAFETY: forwarded from this function's contract.
-        unsafe { by_rows!(rows, tile512, [1, 2, 3, 4, 5, 6, 7, 8], (kc, a, rs, cs, b, c, ldc, cols, add)) }
+        unsafe {
+            by_rows!(rows, tile512, [1, 2, 3, 4, 5, 6, 7, 8], (kc, a, rs, cs, b, ldb, c, ldc, cols, add))
+        }
     }
 }
 
@@ -122,14 +130,17 @@ impl Micro for Avx2 {
         rs: usize,
         cs: usize,
         b: &[f32],
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         add: bool,
     ) {
-        debug_assert!(b.len() >= kc * Self::NR && (kc == 0 || (rows - 1) * rs + (kc - 1) * cs < a.len()));
+        debug_assert!(
+            kc == 0 || (b.len() >= (kc - 1) * ldb + Self::NR && (rows - 1) * rs + (kc - 1) * cs < a.len())
+        );
         let (a, b) = (a.as_ptr(), b.as_ptr());
         // SAFETY: forwarded from this function's contract.
-        unsafe { by_rows!(rows, tile256, [1, 2, 3, 4, 5, 6], (kc, a, rs, cs, b, c, ldc, cols, add)) }
+        unsafe { by_rows!(rows, tile256, [1, 2, 3, 4, 5, 6], (kc, a, rs, cs, b, ldb, c, ldc, cols, add)) }
     }
 }
 
@@ -145,13 +156,14 @@ impl Micro for Portable {
         rs: usize,
         cs: usize,
         b: &[f32],
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         add: bool,
     ) {
         let mut acc = [[0f32; 8]; 4];
         for p in 0..kc {
-            let bp = &b[p * 8..p * 8 + 8];
+            let bp = &b[p * ldb..p * ldb + 8];
             for (i, acc) in acc.iter_mut().enumerate().take(rows) {
                 let av = a[i * rs + p * cs];
                 for (x, &bv) in acc.iter_mut().zip(bp) {
@@ -183,6 +195,7 @@ unsafe fn tile512<const R: usize>(
     rs: usize,
     cs: usize,
     b: *const f32,
+    ldb: usize,
     c: *mut f32,
     ldc: usize,
     cols: usize,
@@ -192,11 +205,11 @@ unsafe fn tile512<const R: usize>(
     let rows: [usize; R] = std::array::from_fn(|i| i * rs);
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
-        // SAFETY: `bp` walks the panel 32 floats a step, 64-byte aligned (contract);
+        // SAFETY: `bp` is `b[p·ldb]`, 32 floats in bounds from there (contract);
         // `ap + rows[i]` is `a[i, p]`, in bounds (contract).
         unsafe {
-            let b0 = _mm512_load_ps(bp);
-            let b1 = _mm512_load_ps(bp.add(16));
+            let b0 = _mm512_loadu_ps(bp);
+            let b1 = _mm512_loadu_ps(bp.add(16));
             for i in 0..R {
                 let ai = _mm512_set1_ps(*ap.add(rows[i]));
                 acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
@@ -205,7 +218,7 @@ unsafe fn tile512<const R: usize>(
         }
         // Wrapping: after the last step these point past the data and are not read.
         ap = ap.wrapping_add(cs);
-        bp = bp.wrapping_add(32);
+        bp = bp.wrapping_add(ldb);
     }
     let mask = |n: usize| -> __mmask16 { if n >= 16 { 0xFFFF } else { ((1u32 << n) - 1) as __mmask16 } };
     let (m0, m1) = (mask(cols), mask(cols.saturating_sub(16)));
@@ -244,6 +257,7 @@ unsafe fn tile256<const R: usize>(
     rs: usize,
     cs: usize,
     b: *const f32,
+    ldb: usize,
     c: *mut f32,
     ldc: usize,
     cols: usize,
@@ -253,11 +267,11 @@ unsafe fn tile256<const R: usize>(
     let rows: [usize; R] = std::array::from_fn(|i| i * rs);
     let (mut ap, mut bp) = (a, b);
     for _ in 0..kc {
-        // SAFETY: `bp` walks the panel 16 floats a step, 64-byte aligned (contract);
+        // SAFETY: `bp` is `b[p·ldb]`, 16 floats in bounds from there (contract);
         // `ap + rows[i]` is `a[i, p]`, in bounds (contract).
         unsafe {
-            let b0 = _mm256_load_ps(bp);
-            let b1 = _mm256_load_ps(bp.add(8));
+            let b0 = _mm256_loadu_ps(bp);
+            let b1 = _mm256_loadu_ps(bp.add(8));
             for i in 0..R {
                 let ai = _mm256_set1_ps(*ap.add(rows[i]));
                 acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
@@ -265,7 +279,7 @@ unsafe fn tile256<const R: usize>(
             }
         }
         ap = ap.wrapping_add(cs);
-        bp = bp.wrapping_add(16);
+        bp = bp.wrapping_add(ldb);
     }
     for (i, acc) in acc.iter().enumerate() {
         let row = c.wrapping_add(i * ldc);
@@ -305,7 +319,7 @@ macro_rules! unavailable {
             const NR: usize = 8;
             unsafe fn tile(
                 _: usize, _: usize, _: usize, _: &[f32], _: usize, _: usize, _: &[f32],
-                _: *mut f32, _: usize, _: bool,
+                _: usize, _: *mut f32, _: usize, _: bool,
             ) {
                 unreachable!("only the portable GEMM kernel runs off x86-64")
             }

@@ -9,6 +9,8 @@
 //! floats), so `xᵀ·dY` reads `x` in place. Only `b` is packed, once per `KC × NC`
 //! block, into `NR`-column panels aligned to cache lines; the calling thread owns the
 //! columns it packs, so nothing is packed twice when products are split by columns.
+//! Short products (few strips of `a` to reuse a packed panel) read a row-major `b`'s
+//! full panels where they lie instead (`b_in_place`), packing only a last, partial one.
 //!
 //! Loop order: for each `KC × NC` block of `b` (packed, 512 KiB: it stays in L2), for
 //! each `MR`-row strip of `a` (`MR × KC` floats: they stay in L1), for each panel: one
@@ -22,6 +24,7 @@
 
 use crate::gemm::{MatRef, Task};
 use crate::microkernel::Micro;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Steps of `k` per packed block of `b`.
 const KC: usize = 256;
@@ -101,11 +104,19 @@ unsafe fn blocks<K: Micro>(
         }
         return;
     }
+    let in_place = b_in_place(a, b);
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
-            pack_b(b, pc, kc, jc, nc, nr, bp);
+            if !in_place {
+                pack_b(b, pc, kc, jc, nc, nr, bp);
+            } else if !nc.is_multiple_of(nr) {
+                // Read in place, the last panel's rows would run past `b`'s columns:
+                // that one panel is packed (zero-padded), at the start of `bp`.
+                let j0 = nc - nc % nr;
+                pack_panel(b, pc, jc + j0, nc - j0, nr, &mut bp[..kc * nr]);
+            }
             for ir in (0..m).step_by(mr) {
                 let rows = mr.min(m - ir);
                 for jr in (0..nc).step_by(nr) {
@@ -127,19 +138,37 @@ unsafe fn blocks<K: Micro>(
                     let add = !first;
                     // The strip's first element, `a[ir, lo]`: inside `a.data` (checked view).
                     let strip = &a.data[ir * a.row_stride + lo * a.col_stride..];
-                    let panel = &bp[jr * kc + (lo - pc) * nr..(jr + nr) * kc];
+                    let (panel, ldb) = if !in_place {
+                        (&bp[jr * kc + (lo - pc) * nr..(jr + nr) * kc], nr)
+                    } else if cols == nr {
+                        (&b.data[lo * b.row_stride + jc + jr..], b.row_stride)
+                    } else {
+                        (&bp[(lo - pc) * nr..kc * nr], nr)
+                    };
                     // SAFETY: the CPU has `K`'s instruction set (contract). `strip`
                     // starts at `a[ir, lo]`, and the kernel reads `a[ir + i, lo + p]` for
                     // `i < rows`, `p < steps ≤ k - lo`: all inside the checked view, so
-                    // inside `a.data`. `panel` holds `steps` rows of `nr` floats from a
-                    // 64-byte aligned start (`bp` is aligned, and `jr · kc` and
-                    // `(lo - pc) · nr` are multiples of 16 when `nr` is, and of 8 for
-                    // the portable kernel, which needs no alignment). The tile
+                    // inside `a.data`. `panel` holds `steps` rows of `nr` floats, `ldb`
+                    // apart: packed, or (in place, full panels only) `b[lo + p, jc + jr
+                    // + j]` for `p < steps ≤ k - lo`, `j < nr = cols`, inside the checked
+                    // view of `b` (column stride 1). The tile
                     // `c[ir.., jc + jr..]`, `rows × cols`, lies in the block `c` gives
                     // exclusive access to.
                     unsafe {
                         let tile = c.add(ir * ldc + jc + jr);
-                        K::tile(rows, cols, steps, strip, a.row_stride, a.col_stride, panel, tile, ldc, add)
+                        K::tile(
+                            rows,
+                            cols,
+                            steps,
+                            strip,
+                            a.row_stride,
+                            a.col_stride,
+                            panel,
+                            ldb,
+                            tile,
+                            ldc,
+                            add,
+                        )
                     };
                 }
                 // The last block of `b`'s columns and of `k`: these rows are done.
@@ -154,31 +183,67 @@ unsafe fn blocks<K: Micro>(
     }
 }
 
+/// Whether the product reads `b`'s full panels where they lie rather than packing them.
+/// Packing copies each element of `b` once and pays for itself over the `m / MR` strips
+/// that read the packed panel; for short products (the tiny config's 64-row halves)
+/// the copy cost more than the strips gained (`gemm_bench`, BENCHMARKS.md). Only a
+/// row-major `b` can be read in place: the kernel loads `NR` adjacent floats a step.
+fn b_in_place(a: MatRef, b: MatRef) -> bool {
+    b.col_stride == 1
+        && match PACK_B.load(Ordering::Relaxed) {
+            1 => false,
+            2 => true,
+            _ => a.rows * a.cols <= IN_PLACE_MAX_A,
+        }
+}
+
+/// Products whose `a` has at most this many elements read a row-major `b` in place
+/// (`b_in_place`). Measured on the AMD EPYC (`gemm_bench --quick --serial`, two runs,
+/// BENCHMARKS.md): in place 3–11% ahead on every tiny shape (64 and 128 rows, `a` up to
+/// 128×256) and on the attention heads (128×128×64); at 512 rows mixed, and packing
+/// ahead by up to 18% where `b` is wide (512×256×1024).
+const IN_PLACE_MAX_A: usize = 128 * 256;
+
+/// 0: `b_in_place` chooses; 1: always pack; 2: read in place whenever `b` is row-major.
+static PACK_B: AtomicU8 = AtomicU8::new(0);
+
+/// Forces `b` to be packed (`Some(true)`) or read in place where it is row-major
+/// (`Some(false)`) in every product on the own kernels, process-wide; `None`: by size.
+/// For tests and benchmarks.
+pub fn force_b_packing(pack: Option<bool>) {
+    PACK_B.store(pack.map_or(0, |p| if p { 1 } else { 2 }), Ordering::Relaxed);
+}
+
 /// `b[pc.., jc..]` (`kc × nc`) as `nr`-column panels, each `kc` rows of `nr` floats,
 /// zero past the last column.
 fn pack_b(b: MatRef, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, bp: &mut [f32]) {
     for (panel, j0) in (0..nc).step_by(nr).enumerate() {
         let out = &mut bp[panel * nr * kc..(panel + 1) * nr * kc];
-        let cols = nr.min(nc - j0);
-        let first = pc * b.row_stride + (jc + j0) * b.col_stride;
-        if b.col_stride == 1 {
-            // Row-major `b`: each panel row is a contiguous run.
+        pack_panel(b, pc, jc + j0, nr.min(nc - j0), nr, out);
+    }
+}
+
+/// `b[pc.., j0..]` (`out.len() / nr` rows of `cols ≤ nr` floats) into `out` as rows of
+/// `nr` floats, zero past `cols`.
+fn pack_panel(b: MatRef, pc: usize, j0: usize, cols: usize, nr: usize, out: &mut [f32]) {
+    let first = pc * b.row_stride + j0 * b.col_stride;
+    if b.col_stride == 1 {
+        // Row-major `b`: each panel row is a contiguous run.
+        for (p, row) in out.chunks_exact_mut(nr).enumerate() {
+            let at = first + p * b.row_stride;
+            row[..cols].copy_from_slice(&b.data[at..at + cols]);
+            row[cols..].fill(0.0);
+        }
+    } else {
+        // Column-major or strided `b` (a transposed weight): columns are the
+        // contiguous runs; write them down the panel.
+        if cols < nr {
+            out.fill(0.0);
+        }
+        for j in 0..cols {
+            let col = &b.data[first + j * b.col_stride..];
             for (p, row) in out.chunks_exact_mut(nr).enumerate() {
-                let at = first + p * b.row_stride;
-                row[..cols].copy_from_slice(&b.data[at..at + cols]);
-                row[cols..].fill(0.0);
-            }
-        } else {
-            // Column-major or strided `b` (a transposed weight): columns are the
-            // contiguous runs; write them down the panel.
-            if cols < nr {
-                out.fill(0.0);
-            }
-            for j in 0..cols {
-                let col = &b.data[first + j * b.col_stride..];
-                for (p, row) in out.chunks_exact_mut(nr).enumerate() {
-                    row[j] = col[p * b.row_stride];
-                }
+                row[j] = col[p * b.row_stride];
             }
         }
     }
