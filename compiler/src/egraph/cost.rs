@@ -1,8 +1,8 @@
 //! The cost of an e-node: FLOPs plus bytes moved, at representative sizes.
 //!
 //! Layout that a GEMM or a fused loop absorbs costs nothing: a transpose of the last two
-//! axes (a GEMM reads it as a transposed operand; an output that is a bare transpose
-//! pays its copy in [`dag_cost`]), reshape and broadcast (views),
+//! axes (a GEMM reads it as a transposed operand; an output that is a bare transpose,
+//! or one any other op reads, pays its copy in [`dag_cost`]), reshape and broadcast (views),
 //! concat and slice (producers write into, consumers read from, parts of one buffer).
 //! Everything else pays its arithmetic and reads and writes every operand once; f32 is
 //! 4 bytes. An ill-typed node (a rule applied where it should not) costs infinity, so it
@@ -107,11 +107,13 @@ pub fn dag_parts(egraph: &Graph, sizes: &Sizes, choice: &BTreeMap<Id, Tensor>, r
     // Iterative DFS with colours: 1 on the stack, 2 done.
     let mut colour: BTreeMap<Id, u8> = BTreeMap::new();
     let (mut flops, mut bytes) = (0.0, 0.0);
+    let mut copied: std::collections::BTreeSet<Id> = std::collections::BTreeSet::new();
     for &root in roots {
         // An output that is a bare transpose has no GEMM to absorb it: it is a copy.
         if let Some(node @ Tensor::Op(Kind::Permute, _)) = choice.get(&egraph.find(root))
             && let Some(ty) = &egraph[egraph.find(root)].data.ty
             && node_cost(egraph, sizes, node) == 0.0
+            && copied.insert(egraph.find(root))
         {
             bytes += 8.0 * sizes.numel(&ty.shape);
         }
@@ -137,6 +139,20 @@ pub fn dag_parts(egraph: &Graph, sizes: &Sizes, choice: &BTreeMap<Id, Tensor>, r
             let (f, b) = node_parts(egraph, sizes, node);
             flops += f;
             bytes += b;
+            // Only a product reads a transpose through strides (and a permute folds into
+            // the one under it); any other reader gets a copy, once per transpose.
+            if !matches!(node, Tensor::Op(Kind::Matmul | Kind::Permute, _)) {
+                for &k in node.children() {
+                    let k = egraph.find(k);
+                    if let Some(t @ Tensor::Op(Kind::Permute, _)) = choice.get(&k)
+                        && node_cost(egraph, sizes, t) == 0.0
+                        && copied.insert(k)
+                        && let Some(ty) = &egraph[k].data.ty
+                    {
+                        bytes += 8.0 * sizes.numel(&ty.shape);
+                    }
+                }
+            }
             stack.push((c, true));
             for &k in node.children() {
                 let k = egraph.find(k);

@@ -2,6 +2,9 @@
 //! (Q/K/V): `dQ·W_qᵀ + dK·W_kᵀ + dV·W_vᵀ = [dQ dK dV]·[W_q W_k W_v]ᵀ`, and
 //! `Xᵀ·dQ, Xᵀ·dK, Xᵀ·dV` = the column blocks of `Xᵀ·[dQ dK dV]`.
 //!
+//! A concatenation of like permutes is the permute of a concatenation, which a product
+//! then reads through strides.
+//!
 //! These rules can grow an e-graph without end (a concatenation is itself an operand
 //! that shares with others), so they run in a phase of their own for a single
 //! iteration, never take a concatenation as an operand, and require distinct operands.
@@ -23,6 +26,10 @@ pub fn rules() -> Vec<Rule> {
         rewrite!("sum-of-products-3"; "(add (add (matmul ?a ?x) (matmul ?b ?y)) (matmul ?c ?z))" => { SumOfProducts(&[("?a", "?x"), ("?b", "?y"), ("?c", "?z")]) }),
         // concat(concat(a, b), c) = concat(a, b, c)
         rewrite!("concat-flatten"; "(concat ?k (concat ?k ?a ?b) ?c)" => "(concat ?k ?a ?b ?c)"),
+        // concatₖ(permute(p, x), permute(p, y)) = permute(p, concat_{p[k]}(x, y))
+        rewrite!("concat-permute-2"; "(concat ?k (permute ?p ?x) (permute ?p ?y))" => { ConcatPermute(&["?x", "?y"]) }),
+        // concatₖ(permute(p, x), permute(p, y), permute(p, z)) = permute(p, concat_{p[k]}(x, y, z))
+        rewrite!("concat-permute-3"; "(concat ?k (permute ?p ?x) (permute ?p ?y) (permute ?p ?z))" => { ConcatPermute(&["?x", "?y", "?z"]) }),
         // U·A, U·B, U·C = the column blocks of U·[A B C]
         multi_rewrite!("shared-left-3"; { multipattern(MULTI[0].1) } => { SharedLeft(&["?x", "?y", "?z"], &["?a", "?b", "?c"]) }),
         // U·A, U·B = the column blocks of U·[A B]
@@ -50,6 +57,11 @@ pub const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         &[("?a", "N,K"), ("?x", "K,M"), ("?b", "N,J"), ("?y", "J,M"), ("?c", "N,K"), ("?z", "K,M")],
     ),
     ("concat-flatten", &[("?k", "1"), ("?a", "N,K"), ("?b", "N,J"), ("?c", "N,M")]),
+    ("concat-permute-2", &[("?k", "0"), ("?p", "p:1,0"), ("?x", "M,K"), ("?y", "M,J")]),
+    (
+        "concat-permute-3",
+        &[("?k", "2"), ("?p", "p:0,2,1"), ("?x", "B,K,M"), ("?y", "B,J,M"), ("?z", "B,N,M")],
+    ),
     ("shared-left-3", &[("?u", "K,N"), ("?a", "N,A"), ("?b", "N,B"), ("?c", "N,C")]),
     ("shared-left-2", &[("?u", "B,K,N"), ("?a", "B,N,A"), ("?b", "B,N,C")]),
 ];
@@ -160,5 +172,38 @@ impl Applier<Tensor, Typing> for SharedLeft {
             start = start.add(&len);
         }
         changed
+    }
+}
+
+/// `concatₖ(permute(p, x), …) → permute(p, concat_{p[k]}(x, …))`: one permute of a
+/// concatenation instead of a concatenation of permutes. A product reads the permute
+/// through strides, where the concatenation of transposes was a strided copy of each
+/// (the backward pass's `[W_vᵀ; W_kᵀ; W_qᵀ]`).
+struct ConcatPermute(&'static [&'static str]);
+
+impl Applier<Tensor, Typing> for ConcatPermute {
+    fn apply_one(
+        &self,
+        g: &mut Graph,
+        eclass: Id,
+        s: &Subst,
+        _: Option<&PatternAst<Tensor>>,
+        rule: Symbol,
+    ) -> Vec<Id> {
+        let (p, k) = (s[var("?p")], s[var("?k")]);
+        let (Some(Leaf::Perm(perm)), Some(Leaf::Axis(k))) = (g[p].data.leaf.clone(), g[k].data.leaf.clone())
+        else {
+            return vec![];
+        };
+        let Some(&inner) = perm.get(k) else { return vec![] };
+        let inner_axis = axis(g, inner);
+        let mut children = vec![inner_axis];
+        children.extend(self.0.iter().map(|v| s[var(v)]));
+        let cat = g.add(Tensor::Op(Kind::Concat, children));
+        let permuted = g.add(Tensor::Op(Kind::Permute, vec![p, cat]));
+        if g[permuted].data.ty.is_none() {
+            return vec![];
+        }
+        if g.union_trusted(eclass, permuted, rule) { vec![eclass] } else { vec![] }
     }
 }

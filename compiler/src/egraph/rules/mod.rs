@@ -58,6 +58,8 @@ const CLEANUP: &[&str] = &[
     "zero-div",
     "sum-bcast",
     "sum-onehot",
+    "concat-permute-2",
+    "concat-permute-3",
 ];
 
 /// The phases, in order: cleanup, algebra (capped: its rules can grow the e-graph
