@@ -19,12 +19,17 @@
 //! a mask (which replaces it) or a zero factor (which cancels it), so what is read is
 //! exactly the full computation's.
 //!
+//! The same facts let a fused loop over a square space (softmax of masked scores, the
+//! masked gradient) compute only each row's columns on or below the diagonal
+//! (`lower_loop`).
+//!
 //! The interpreter knows nothing of this: the generated code is tested against it.
 
 use std::collections::BTreeSet;
 
+use super::schedule::{Level, Schedule};
 use crate::ir::{Graph, ValueId};
-use crate::ops::{Layout, Op, Pointwise, SelectOp, swaps_last_two};
+use crate::ops::{Layout, Op, Pointwise, Reduce, SelectOp, swaps_last_two};
 
 /// Where a value is known to be zero (or −∞) relative to the diagonal.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -114,6 +119,36 @@ impl Causal {
         };
         let inputs = &g.node(id).inputs;
         ProductSkip { a: tri(inputs[0]), b: tri(inputs[1]), lower_only: self.lower_only[id.index()] }
+    }
+}
+
+impl Causal {
+    /// Whether fused loop `gi` may compute only the columns on or below the diagonal of
+    /// its square space, writing zeros above: every element value it hands out is zero
+    /// above the diagonal or read only on or below it, and above the diagonal every row
+    /// reduction's operand holds the reduction's identity (0 for a sum, −∞ for a max),
+    /// so the row values come out the same. Softmax over masked scores and the masked
+    /// gradient of attention qualify: half the row, half the work.
+    pub fn lower_loop(&self, g: &Graph, s: &Schedule, gi: usize) -> bool {
+        let group = &s.groups[gi];
+        let dims = &g.shape(group.space).0;
+        let r = dims.len();
+        if r < 2 || dims[r - 1] != dims[r - 2] {
+            return false;
+        }
+        group.members.iter().all(|&m| {
+            let out_ok = !s.is_needed(m)
+                || s.member(m).map(|x| x.1) == Some(Level::Row)
+                || self.facts[m.index()].zero_above
+                || self.lower_only[m.index()];
+            let operand = || self.facts[g.node(m).inputs[0].index()];
+            let reduce_ok = match &g.node(m).op {
+                Op::Reduce(Reduce::Sum { .. }) => operand().zero_above,
+                Op::Reduce(Reduce::Max { .. }) => operand().neg_inf_above,
+                _ => true,
+            };
+            out_ok && reduce_ok
+        })
     }
 }
 

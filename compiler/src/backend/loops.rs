@@ -69,13 +69,16 @@ fn dims_of(g: &Graph, id: ValueId) -> Vec<Dim> {
     g.shape(id).0.clone()
 }
 
-/// The code computing group `gi`: output allocations, then one `rows` call.
+/// The code computing group `gi`: output allocations, then one `rows` call. With
+/// `lower` (`Causal::lower_loop`), row `r` computes only its columns up to the
+/// diagonal (`..=r mod T`, rounded up to a multiple of 16) and writes zeros past them.
 pub fn emit_group(
     g: &Graph,
     s: &Schedule,
     gi: usize,
     names: &Names,
     epilogue: Option<&Epilogue>,
+    lower: bool,
     cx: &Emit,
 ) -> TokenStream {
     let product = epilogue.map(|e| e.product);
@@ -267,13 +270,22 @@ pub fn emit_group(
         }
     };
     let causal = members.iter().any(|&m| matches!(g.node(m).op, Op::Select(SelectOp::Causal { .. })));
-    let query = if k >= 1 && causal {
+    let lower = lower && k >= 1;
+    let query = if k >= 1 && (causal || lower) {
         let q = hoist.add("d", cx.dim(&space[k - 1]));
         quote!(#q)
     } else {
         quote!(1usize)
     };
+    // The columns each row computes: all of them, or those on or below the diagonal.
+    let extent = if lower { quote!(__m) } else { quote!(__n) };
     let mut body = Vec::new();
+    if lower {
+        // Up to the diagonal, rounded up to whole 16-lane vectors (no scalar tails): the
+        // columns past the diagonal that this adds are computed as the full loop would
+        // (masked), and hold the reductions' identities (`Causal::lower_loop`).
+        body.push(quote!(let __m: usize = (__r % #query + 1).next_multiple_of(16).min(__n);));
+    }
     let row_values = |stage: usize, body: &mut Vec<TokenStream>| {
         for &m in members.iter().filter(|&&m| level(m) == Level::Row && avail[&m] == stage) {
             let v = format_ident!("r{}", m.0);
@@ -288,8 +300,8 @@ pub fn emit_group(
                         (leaf, None) => row_reads[&read_key(leaf)].0.clone(),
                     };
                     match r {
-                        Reduce::Max { .. } => quote!(::adjoint::fused::max(#row)),
-                        _ => quote!(::adjoint::fused::sum(#row)),
+                        Reduce::Max { .. } => quote!(::adjoint::fused::max(&#row[..#extent])),
+                        _ => quote!(::adjoint::fused::sum(&#row[..#extent])),
                     }
                 }
                 op => {
@@ -323,14 +335,17 @@ pub fn emit_group(
             }
         }
         if !lines.is_empty() {
-            body.push(quote!(for __c in 0..__n { #(#lines)* }));
+            body.push(quote!(for __c in 0..#extent { #(#lines)* }));
         }
     }
     let mut stores = Vec::new();
     for (i, &m) in outputs.iter().enumerate() {
+        let o = format_ident!("__o{}", i);
         if level(m) == Level::Row {
-            let (o, v) = (format_ident!("__o{}", i), format_ident!("r{}", m.0));
+            let v = format_ident!("r{}", m.0);
             stores.push(quote!(#o[0] = #v;));
+        } else if lower {
+            stores.push(quote!(#o[__m..].fill(0.0);));
         }
     }
 

@@ -60,6 +60,10 @@ fn pass(out: &mut String, g: &Graph, s: &Schedule, sizes: &Sizes, roots: &[Value
                     Some(&p) => {
                         format!(" [epilogue of {}: reads its rows as the GEMM finishes them]", name(g, p))
                     }
+                    None if causal.lower_loop(g, s, gi) => {
+                        " [causal: each row computes its columns up to the diagonal, zeros past it]"
+                            .to_string()
+                    }
                     None => String::new(),
                 };
                 let _ = writeln!(

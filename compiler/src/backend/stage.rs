@@ -338,7 +338,7 @@ fn items(
                     let [(a, pa, _), (b, pb, _)] = product_operands(g, p, is_ref);
                     loops::Epilogue { product: p, call: quote!(#a, #pa, #b, #pb) }
                 });
-                loops::emit_group(g, plan, gi, &names, epilogue.as_ref(), cx)
+                loops::emit_group(g, plan, gi, &names, epilogue.as_ref(), causal.lower_loop(g, plan, gi), cx)
             }
         });
         for (&v, _) in last_read.iter().filter(|&(_, &at)| at == i) {
