@@ -1,23 +1,48 @@
 #!/usr/bin/env bash
-# Side by side in one run: for each config, PyTorch eager (2 threads) and then adjoint's
-# `gpt bench` (--split always: the batch as two halves side by side; then --split off:
-# the whole batch at once; the default, auto, is one of the two), on the same parameters and batch written by make_case.py.
-#   PEERS=/path/to/peers bash examples/gpt/side_by_side.sh tiny small
+# Side by side in one run: for each config, ROUNDS rounds (default 3), each round
+# PyTorch eager (2 threads) and then adjoint's `gpt bench` with --split auto (the
+# default), always (two halves side by side) and off (the whole batch), on the same
+# parameters and batch written by make_case.py. Interleaving the rounds puts both sides
+# in the same phases of a noisy machine; the summary gives each round's ratio of
+# adjoint's median step to PyTorch's, and the median ratio.
+#   PEERS=/path/to/peers ROUNDS=3 bash examples/gpt/side_by_side.sh tiny small gpt2
 # PEERS holds the venv of ../shared/peers/SETUP.md (numpy, safetensors, torch).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${PEERS:?set PEERS to the folder holding the peers venv}"
+ROUNDS="${ROUNDS:-3}"
 P="$PEERS/venv/bin/python"
 S="$(cd ../shared/peers && pwd)"
 cases="$(mktemp -d)"
+log="$cases/log"
 cargo build --release --example gpt >/dev/null
 for c in "$@"; do
   steps=20; [ "$c" = gpt2 ] && steps=5
   "$P" "$S/make_case.py" --config "$c" --seed 0 --out "$cases/$c" >/dev/null
-  (cd "$S" && "$P" gpt_torch.py --config "$c" --steps "$steps" --threads 2)
-  for split in always off; do
-    target/release/examples/gpt bench --config "$c" --steps "$steps" --split "$split" \
-      --params "$cases/$c/params.safetensors" --batch "$cases/$c/batch.safetensors"
+  for r in $(seq 1 "$ROUNDS"); do
+    echo "== $c round $r"
+    (cd "$S" && "$P" gpt_torch.py --config "$c" --steps "$steps" --threads 2) | sed "s/^/$c $r torch /"
+    for split in auto always off; do
+      target/release/examples/gpt bench --config "$c" --steps "$steps" --split "$split" \
+        --params "$cases/$c/params.safetensors" --batch "$cases/$c/batch.safetensors" |
+        sed "s/^/$c $r $split /"
+    done
   done
-done
+done | tee "$log"
+echo "== ratios (adjoint median / PyTorch eager median, per round; then their median)"
+awk '
+  /median_ms=/ { for (i = 4; i <= NF; i++) if ($i ~ /^median_ms=/) { split($i, kv, "="); t[$1, $2, $3] = kv[2] }
+                 cfg[$1] = 1; if ($2 > rounds) rounds = $2 }
+  END {
+    for (c in cfg) for (s = 1; s <= 3; s++) {
+      split("auto always off", names, " "); name = names[s]; n = 0; line = ""
+      for (r = 1; r <= rounds; r++) if ((c, r, "torch") in t && (c, r, name) in t) {
+        x = t[c, r, name] / t[c, r, "torch"]; v[++n] = x; line = line sprintf(" %.3f", x)
+      }
+      # insertion sort for the median
+      for (i = 2; i <= n; i++) { y = v[i]; j = i - 1; while (j > 0 && v[j] > y) { v[j + 1] = v[j]; j-- } v[j + 1] = y }
+      med = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+      if (n > 0) printf "%s split=%s: rounds%s; median %.3f\n", c, name, line, med
+    }
+  }' "$log" | sort
 rm -rf "$cases"
