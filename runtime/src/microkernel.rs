@@ -13,6 +13,9 @@
 //!
 //! Each element of a tile is one in-order sum over the steps it is given, so results do
 //! not depend on how `c` was split between threads.
+//!
+//! Beside them, `transpose_columns`: the AVX 8 × 8 transpose that packs a column-major
+//! `b` (every `dY·Wᵀ`, the tied logits `h·Eᵀ`, the heads' `dO·V_hᵀ`) into panel rows.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -310,6 +313,96 @@ unsafe fn tile256<const R: usize>(
     }
 }
 
+/// `out[p · ld + jj] = cols[jj][p]` for `p < rows`, `jj < 8`: eight runs of `rows`
+/// floats, transposed. This is how a column-major `b` (a transposed weight) is packed
+/// into panel rows; element by element it cost a third of a tiny transposed product.
+/// With AVX, per 8 × 8 block: eight loads, twenty-four shuffles, eight stores.
+pub(crate) fn transpose_columns(cols: [&[f32]; 8], rows: usize, out: &mut [f32], ld: usize) {
+    if rows == 0 {
+        return;
+    }
+    let fits = cols.iter().all(|c| c.len() >= rows) && ld >= 8 && out.len() >= (rows - 1) * ld + 8;
+    let full = rows - rows % 8;
+    #[cfg(target_arch = "x86_64")]
+    if fits && full > 0 && has_avx() {
+        let src: [*const f32; 8] = std::array::from_fn(|jj| cols[jj].as_ptr());
+        // SAFETY: the CPU has AVX (checked); each `src[jj]` starts `rows ≥ full` readable
+        // floats, and rows `p < rows` of `out`, `ld ≥ 8` apart, hold 8 writable floats
+        // each (`out.len() ≥ (rows − 1)·ld + 8`); `out` is borrowed mutably, so it cannot
+        // overlap `cols`.
+        unsafe { transpose_avx(src, full, out.as_mut_ptr(), ld) };
+        transpose_scalar(cols, full..rows, out, ld);
+        return;
+    }
+    transpose_scalar(cols, 0..rows, out, ld);
+}
+
+/// `transpose_columns` element by element over `rows` (CPUs without AVX, the rows past
+/// the last whole block, and the tests' reference).
+fn transpose_scalar(cols: [&[f32]; 8], rows: std::ops::Range<usize>, out: &mut [f32], ld: usize) {
+    for p in rows {
+        for (jj, col) in cols.iter().enumerate() {
+            out[p * ld + jj] = col[p];
+        }
+    }
+}
+
+/// Whether the CPU has AVX (cached by `std`).
+fn has_avx() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// # Safety
+/// The CPU has AVX; `src[jj]` points at `rows` readable floats for each `jj < 8`
+/// (`rows` a multiple of 8), and `dst` at 8 writable floats at each of `dst + p · ld`,
+/// `p < rows`, none overlapping `src`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose_avx(src: [*const f32; 8], rows: usize, dst: *mut f32, ld: usize) {
+    for p in (0..rows).step_by(8) {
+        // SAFETY: `p + 8 ≤ rows`, so the loads and stores stay within the ranges the
+        // contract gives.
+        unsafe {
+            let r: [__m256; 8] = std::array::from_fn(|jj| _mm256_loadu_ps(src[jj].add(p)));
+            // Pairs of runs interleaved, then pairs of pairs, then 128-bit halves swapped.
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let out = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (pp, row) in out.iter().enumerate() {
+                _mm256_storeu_ps(dst.add((p + pp) * ld), *row);
+            }
+        }
+    }
+}
+
 /// Off x86-64 only the portable kernel exists (`has_avx512`, `has_avx2` are false).
 #[cfg(not(target_arch = "x86_64"))]
 macro_rules! unavailable {
@@ -328,3 +421,30 @@ macro_rules! unavailable {
 }
 #[cfg(not(target_arch = "x86_64"))]
 unavailable!(Avx512, Avx2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transposed_columns_match_element_by_element_at_any_length_and_stride() {
+        let data: Vec<f32> = (0..3000).map(|i| i as f32 * 0.5 - 3.0).collect();
+        for (rows, ld, stride, skew) in
+            [(8, 8, 8, 0), (1, 8, 9, 0), (19, 32, 37, 1), (64, 13, 100, 7), (0, 8, 8, 0)]
+        {
+            let cols: [&[f32]; 8] = std::array::from_fn(|jj| &data[skew + jj * stride..][..rows]);
+            let len = if rows == 0 { 9 } else { (rows - 1) * ld + 8 + 1 };
+            let mut fast = vec![f32::NAN; len];
+            let mut slow = fast.clone();
+            transpose_columns(cols, rows, &mut fast[1..], ld);
+            transpose_scalar(cols, 0..rows, &mut slow[1..], ld);
+            for p in 0..rows {
+                for jj in 0..8 {
+                    assert_eq!(fast[1 + p * ld + jj], cols[jj][p], "rows {rows} ld {ld} at ({p}, {jj})");
+                }
+            }
+            // Same bits everywhere, untouched elements (NaN) included.
+            assert!(fast.iter().zip(&slow).all(|(a, b)| a.to_bits() == b.to_bits()), "rows {rows} ld {ld}");
+        }
+    }
+}

@@ -234,9 +234,27 @@ fn pack_panel(b: MatRef, pc: usize, j0: usize, cols: usize, nr: usize, out: &mut
             row[..cols].copy_from_slice(&b.data[at..at + cols]);
             row[cols..].fill(0.0);
         }
+    } else if b.row_stride == 1 {
+        // Column-major `b` (a transposed weight): columns are the contiguous runs,
+        // transposed into panel rows eight columns at a time (`transpose_columns`).
+        let kc = out.len() / nr;
+        if cols < nr {
+            out.fill(0.0);
+        }
+        let full_j = cols - cols % 8;
+        for j in (0..full_j).step_by(8) {
+            let cols8: [&[f32]; 8] =
+                std::array::from_fn(|jj| &b.data[first + (j + jj) * b.col_stride..][..kc]);
+            crate::microkernel::transpose_columns(cols8, kc, &mut out[j..], nr);
+        }
+        for j in full_j..cols {
+            let col = &b.data[first + j * b.col_stride..];
+            for p in 0..kc {
+                out[p * nr + j] = col[p];
+            }
+        }
     } else {
-        // Column-major or strided `b` (a transposed weight): columns are the
-        // contiguous runs; write them down the panel.
+        // Any other strides: element by element, down the panel.
         if cols < nr {
             out.fill(0.0);
         }
