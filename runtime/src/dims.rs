@@ -8,6 +8,7 @@
 //! remembered for the error message), then every axis is checked against its value.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Error, Result, bail};
 
@@ -18,9 +19,72 @@ pub type Term = (i64, i64, &'static [(&'static str, i32)]);
 pub type Size = &'static [Term];
 
 /// Symbol values, each with the tensor that fixed it.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Env {
     values: BTreeMap<&'static str, (usize, String)>,
+    /// Sizes already evaluated, by the address of their `'static` terms: generated code
+    /// asks for the same few sizes hundreds of times a step, and each evaluation looks
+    /// symbols up by name (a few percent of the tiny config's step). Emptied whenever a
+    /// symbol is bound.
+    cache: SizeCache,
+}
+
+impl Clone for Env {
+    fn clone(&self) -> Env {
+        Env { values: self.values.clone(), cache: SizeCache::default() }
+    }
+}
+
+/// Slots of `(address of a size's terms, value + 1)`, 0 when empty; open addressing.
+/// Atomics, so an `Env` stays `Sync`; a lost race only costs an evaluation.
+#[derive(Debug, Default)]
+struct SizeCache([(AtomicUsize, AtomicUsize); SLOTS]);
+
+const SLOTS: usize = 32;
+
+impl SizeCache {
+    fn slot(size: Size) -> usize {
+        (size.as_ptr() as usize >> 3) % SLOTS
+    }
+
+    fn get(&self, size: Size) -> Option<usize> {
+        let key = size.as_ptr() as usize;
+        let start = Self::slot(size);
+        for i in 0..SLOTS {
+            let (k, v) = &self.0[(start + i) % SLOTS];
+            match k.load(Ordering::Acquire) {
+                0 => return None,
+                k if k == key => return v.load(Ordering::Acquire).checked_sub(1),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn put(&self, size: Size, value: usize) {
+        let key = size.as_ptr() as usize;
+        let start = Self::slot(size);
+        for i in 0..SLOTS {
+            let (k, v) = &self.0[(start + i) % SLOTS];
+            // The key is claimed first, then the value stored: a reader that sees the
+            // key before its value reads 0, not cached.
+            match k.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    v.store(value + 1, Ordering::Release);
+                    return;
+                }
+                Err(k) if k == key => return,
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        for (k, v) in &mut self.0 {
+            *k.get_mut() = 0;
+            *v.get_mut() = 0;
+        }
+    }
 }
 
 fn show(size: Size) -> String {
@@ -59,6 +123,7 @@ impl Env {
             Some((v, src)) => bail!("{from}: dimension {symbol} is {value} here but {v} in {src}"),
             None => {
                 self.values.insert(symbol, (value, from.to_string()));
+                self.cache.clear();
                 Ok(())
             }
         }
@@ -100,6 +165,15 @@ impl Env {
 
     /// A size's value: it must be a whole number.
     pub fn eval(&self, size: Size) -> Result<usize> {
+        if let Some(v) = self.cache.get(size) {
+            return Ok(v);
+        }
+        let v = self.evaluate(size)?;
+        self.cache.put(size, v);
+        Ok(v)
+    }
+
+    fn evaluate(&self, size: Size) -> Result<usize> {
         let (mut num, mut den) = (0i128, 1i128);
         for (n, d, syms) in size {
             let (mut tn, mut td) = (*n as i128, *d as i128);
@@ -196,6 +270,27 @@ mod tests {
         env.set("H", 3, "h").unwrap();
         assert_eq!(env.eval(DK).unwrap(), 4);
         assert!((env.scalar(1.0, &[(DK, -1)]).unwrap() - 0.5).abs() < 1e-7);
+    }
+
+    #[test]
+    fn cached_sizes_follow_later_bindings_and_many_sizes() {
+        let mut env = Env::new();
+        env.set("T", 5, "t").unwrap();
+        assert!(env.eval(BT).is_err(), "B is not bound yet");
+        assert_eq!(env.eval(T).unwrap(), 5);
+        env.set("B", 3, "b").unwrap();
+        assert_eq!(env.eval(BT).unwrap(), 15);
+        assert_eq!(env.eval(BT).unwrap(), 15, "from the cache");
+        // More sizes than slots: the ones that do not fit are evaluated each time.
+        let sizes: Vec<Size> =
+            (1..=40i64).map(|k| &*Box::leak(vec![(k, 1, &[("T", 1)][..])].into_boxed_slice())).collect();
+        for _ in 0..2 {
+            for (k, size) in (1..).zip(&sizes) {
+                assert_eq!(env.eval(size).unwrap(), 5 * k);
+            }
+        }
+        let copy = env.clone();
+        assert_eq!(copy.eval(BT).unwrap(), 15);
     }
 
     #[test]

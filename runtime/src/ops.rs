@@ -199,10 +199,28 @@ pub fn permute<T: Element>(a: &ArrayD<T>, perm: &[usize]) -> Result<ArrayD<T>> {
         // rows, not one strided element at a time.
         let width = a.shape()[n - 1];
         let mut out = T::buffer(a.len());
-        for (dst, row) in out.chunks_exact_mut(width).zip(view.rows()) {
-            match row.as_slice() {
-                Some(src) => dst.copy_from_slice(src),
-                None => dst.iter_mut().zip(row).for_each(|(d, s)| *d = *s),
+        if let Some(src) = a.as_slice() {
+            // Each output row is a contiguous run of the row-major input, at an offset
+            // stepped like an odometer over the leading axes (the input's strides,
+            // permuted).
+            let (dims, strides) = (view.shape()[..n - 1].to_vec(), view.strides()[..n - 1].to_vec());
+            let mut index = vec![0usize; n - 1];
+            let mut at = 0isize;
+            for dst in out.chunks_exact_mut(width) {
+                dst.copy_from_slice(&src[at as usize..][..width]);
+                for axis in (0..n - 1).rev() {
+                    index[axis] += 1;
+                    at += strides[axis];
+                    if index[axis] < dims[axis] {
+                        break;
+                    }
+                    at -= strides[axis] * dims[axis] as isize;
+                    index[axis] = 0;
+                }
+            }
+        } else {
+            for (dst, row) in out.chunks_exact_mut(width).zip(view.rows()) {
+                dst.iter_mut().zip(row).for_each(|(d, s)| *d = *s);
             }
         }
         return ArrayD::from_shape_vec(view.raw_dim(), out).map_err(shape_err("permute"));
