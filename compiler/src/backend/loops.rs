@@ -172,15 +172,16 @@ pub fn emit_group(
     };
     // Leaf views: one flat slice per tensor, one per-row binding per way it is read.
     let mut views: BTreeMap<ValueId, Ident> = BTreeMap::new();
-    let mut row_reads: BTreeMap<(ValueId, Vec<usize>), (Ident, bool)> = BTreeMap::new();
+    let mut row_reads: BTreeMap<ReadKey, (Ident, bool)> = BTreeMap::new();
     let mut per_row = Vec::new();
     let leaf_reads = all_reads.values().flat_map(|rs| rs.iter());
     for r in leaf_reads {
-        let (base, coords) = match r {
-            Read::Leaf { base, coords } | Read::OneHot { index: base, coords } => (base, coords),
+        let (base, coords, col) = match r {
+            Read::Leaf { base, coords, col } => (base, coords, col),
+            Read::OneHot { index: base, coords } => (base, coords, &None),
             _ => continue,
         };
-        let key = (*base, coords.clone());
+        let key = read_key(r);
         if row_reads.contains_key(&key) {
             continue;
         }
@@ -208,10 +209,15 @@ pub fn emit_group(
             .clone();
         let along_row = coords.contains(&k);
         let lead_coords: Vec<usize> = coords.iter().copied().filter(|&c| c < k).collect();
-        let offset = if lead_coords.is_empty() {
+        let all_lead = lead_coords == (0..k).collect::<Vec<_>>();
+        let row_offset = if lead_coords.is_empty() {
             quote!(0usize)
-        } else if lead_coords == (0..k).collect::<Vec<_>>() {
+        } else if all_lead && col.is_none() {
             if along_row { quote!(__r * __n) } else { quote!(__r) }
+        } else if all_lead && along_row {
+            // A slice of a wider row-major tensor: rows are its own width apart.
+            let width = hoist.add("w", cx.dim(dims_of(g, *base).last().expect("a row has a last axis")));
+            quote!(__r * #width)
         } else {
             // Strides of the tensor along each loop axis (0 where it is broadcast).
             let base_dims = dims_of(g, *base);
@@ -223,6 +229,14 @@ pub fn emit_group(
                 .collect();
             let st = hoist.add("st", quote!([#(#strides),*]));
             quote!(::adjoint::fused::offset(__r, &__lead, &#st))
+        };
+        // Read through a slice of its last axis: from that column of each row.
+        let offset = match col {
+            Some(c) => {
+                let c = hoist.add("col", cx.dim(c));
+                quote!(#row_offset + #c)
+            }
+            None => row_offset,
         };
         let name = format_ident!("{}_r{}", flat, row_reads.len());
         per_row.push(if along_row {
@@ -259,12 +273,12 @@ pub fn emit_group(
                 }
                 _ => unreachable!("a fill read is a fill node"),
             },
-            Read::Leaf { base, coords } => {
-                let (name, along_row) = &row_reads[&(*base, coords.clone())];
+            Read::Leaf { .. } => {
+                let (name, along_row) = &row_reads[&read_key(r)];
                 if *along_row { quote!(#name[__c]) } else { quote!(#name) }
             }
-            Read::OneHot { index, coords } => {
-                let (name, _) = &row_reads[&(*index, coords.clone())];
+            Read::OneHot { .. } => {
+                let (name, _) = &row_reads[&read_key(r)];
                 quote!((if __c == #name { 1.0f32 } else { 0.0f32 }))
             }
         }
@@ -417,10 +431,14 @@ pub fn emit_group(
     }
 }
 
-fn read_key(r: &Read) -> (ValueId, Vec<usize>) {
+/// A per-row binding: the tensor, its axes' space axes, and the column a slice starts at.
+type ReadKey = (ValueId, Vec<usize>, Option<Dim>);
+
+fn read_key(r: &Read) -> ReadKey {
     match r {
-        Read::Leaf { base, coords } => (*base, coords.clone()),
-        _ => unreachable!("only leaf reads have keys"),
+        Read::Leaf { base, coords, col } => (*base, coords.clone(), col.clone()),
+        Read::OneHot { index, coords } => (*index, coords.clone(), None),
+        _ => unreachable!("only leaf and one-hot reads have keys"),
     }
 }
 

@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::dim::Dim;
 use crate::ir::{DType, Graph, ValueId};
 use crate::ops::{IndexOp, Layout, Op, Reduce, SelectOp, Source};
 
@@ -60,8 +61,9 @@ pub enum Read {
     /// rather than stored; the index tensor is read at `coords`.
     OneHot { index: ValueId, coords: Vec<usize> },
     /// A materialised tensor; `coords[i]` is the space axis its axis `i` runs along
-    /// (the last space axis is the column).
-    Leaf { base: ValueId, coords: Vec<usize> },
+    /// (the last space axis is the column). `col`: read through slices of its last axis,
+    /// the first column read (rows are then the base's own width apart).
+    Leaf { base: ValueId, coords: Vec<usize>, col: Option<Dim> },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -121,16 +123,26 @@ fn rank(g: &Graph, id: ValueId) -> usize {
     g.shape(id).rank()
 }
 
-/// Follows broadcasts, and permutes that keep the last axis last, down from `id` read
-/// at `coords` (the space axis of each of its axes): the node actually read, and the
-/// space axis of each of its axes. A permuted tensor's row is then a contiguous row of
-/// its operand at a computed offset, so neither layout op is ever materialised for a
-/// loop (the head split and merge of attention cost no copy).
-pub fn through_layout(g: &Graph, mut id: ValueId, mut coords: Vec<usize>) -> (ValueId, Vec<usize>) {
+/// Follows broadcasts, permutes that keep the last axis last, and slices of the last
+/// axis, down from `id` read at `coords` (the space axis of each of its axes): the node
+/// actually read, the space axis of each of its axes, and the column a slice starts at
+/// (`None`: no slice). A permuted tensor's row is then a contiguous row of its operand
+/// at a computed offset, a sliced one part of a wider row, so none of these layout ops
+/// is ever materialised for a loop (the head split and merge of attention, and the
+/// Q/K/V blocks of the fused product, cost no copy).
+pub fn through_layout(
+    g: &Graph,
+    mut id: ValueId,
+    mut coords: Vec<usize>,
+) -> (ValueId, Vec<usize>, Option<Dim>) {
+    let mut col: Option<Dim> = None;
     loop {
         match &g.node(id).op {
             Op::Layout(Layout::Broadcast { axis, .. }) => {
                 coords.remove(*axis);
+            }
+            Op::Layout(Layout::Slice { axis, start, .. }) if *axis + 1 == rank(g, id) => {
+                col = Some(col.map_or(start.clone(), |c| c.add(start)));
             }
             Op::Layout(Layout::Permute(p)) if p.last() == Some(&(p.len() - 1)) => {
                 // Output axis `i` is input axis `p[i]`.
@@ -140,7 +152,7 @@ pub fn through_layout(g: &Graph, mut id: ValueId, mut coords: Vec<usize>) -> (Va
                 }
                 coords = input;
             }
-            _ => return (id, coords),
+            _ => return (id, coords, col),
         }
         id = g.node(id).inputs[0];
     }
@@ -221,8 +233,10 @@ pub fn reads(g: &Graph, s: &Schedule, gi: usize, id: ValueId, level: Level) -> O
     let lead = lead(g, &s.groups[gi]);
     let mut out = Vec::new();
     for (&input, coords) in g.node(id).inputs.iter().zip(operand_coords(g, id, level, lead)) {
-        let (base, coords) = through_layout(g, input, coords);
+        let (base, coords, col) = through_layout(g, input, coords);
         let read = match s.member(base) {
+            // A member is one row buffer: not readable at a column offset.
+            Some((bg, _)) if bg == gi && col.is_some() => return None,
             Some((bg, bl)) if bg == gi => {
                 let want: Vec<usize> = match bl {
                     Level::Elem => (0..=lead).collect(),
@@ -236,13 +250,14 @@ pub fn reads(g: &Graph, s: &Schedule, gi: usize, id: ValueId, level: Level) -> O
             _ if matches!(g.node(base).op, Op::Source(Source::Fill { .. })) => Read::Fill(base),
             // A one-hot whose depth runs along the row is cheaper to recompute than to read.
             _ if matches!(g.node(base).op, Op::Index(IndexOp::OneHot { .. }))
-                && coords.last() == Some(&lead) =>
+                && coords.last() == Some(&lead)
+                && col.is_none() =>
             {
                 Read::OneHot { index: g.node(base).inputs[0], coords: coords[..coords.len() - 1].to_vec() }
             }
             // A leaf read along the row is a contiguous slice: its last axis must be the row.
             _ if coords.contains(&lead) && coords.last() != Some(&lead) => return None,
-            _ => Read::Leaf { base, coords },
+            _ => Read::Leaf { base, coords, col },
         };
         // A row value cannot read anything that varies along the row.
         if level == Level::Row
@@ -272,7 +287,7 @@ fn place(
     let shape = g.shape(id);
     let mut tried = BTreeSet::new();
     for &input in &g.node(id).inputs {
-        let (base, _) = through_layout(g, input, (0..g.shape(input).rank()).collect());
+        let (base, _, _) = through_layout(g, input, (0..g.shape(input).rank()).collect());
         let Some((gi, _)) = s.member(base).or_else(|| s.member(input)) else { continue };
         if !tried.insert(gi) {
             continue;
@@ -377,7 +392,7 @@ pub fn epilogues(g: &Graph, s: &Schedule, roots: &BTreeSet<ValueId>) -> BTreeMap
         let row_by_row = s.groups[gi].members.iter().all(|&m| {
             let level = s.member(m).map_or(Level::Elem, |x| x.1);
             reads(g, s, gi, m, level).unwrap_or_default().iter().all(|r| match r {
-                Read::Leaf { base, coords } if *base == p => coords[..] == [0, 1],
+                Read::Leaf { base, coords, col } if *base == p => coords[..] == [0, 1] && col.is_none(),
                 Read::OneHot { index, .. } => *index != p,
                 _ => true,
             })
