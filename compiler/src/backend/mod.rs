@@ -12,6 +12,7 @@ pub use formulas::param_formulas;
 pub mod formulas;
 mod items;
 mod loops;
+pub mod lower;
 pub mod plan;
 pub mod schedule;
 pub mod split;
@@ -29,16 +30,18 @@ pub fn generate(program: &Program, source: &str, docs: &[syn::Attribute]) -> Tok
     let module = emit::field(&snake(&program.name));
     let items = items::emit(program, &cx);
     let formulas = formulas::emit(program);
+    // The formulas show the simplified graph; the code runs it lowered (`lower.rs`).
+    let lowered = lower::lower(program);
     let mut stages = Vec::new();
     let mut names = Vec::new();
-    for (k, s) in program.stages.iter().enumerate() {
-        let layer = s.repeat.map(|l| items::layer_type(program, l));
+    for (k, s) in lowered.stages.iter().enumerate() {
+        let layer = s.repeat.map(|l| items::layer_type(&lowered, l));
         let n = stage::names(k, layer);
-        stages.push(stage::emit(program, s, &n, &cx));
+        stages.push(stage::emit(&lowered, s, &n, &cx));
         names.push(n);
     }
     let run = run(program, &names);
-    let outputs = outputs(program, &names, &cx);
+    let outputs = outputs(&lowered, &names, &cx);
     let sizes = cx.size_items();
     quote! {
         #(#docs)*

@@ -127,7 +127,9 @@ pub fn describe(p: &Program) -> String {
         ),
         Err(why) => writeln!(out, "batch split: none, the whole batch runs at once ({why})"),
     };
-    for (k, st) in p.stages.iter().enumerate() {
+    // What runs: the lowered stages (`lower.rs`).
+    let lowered = super::lower::lower(p);
+    for (k, st) in lowered.stages.iter().enumerate() {
         let g = &st.graph;
         let what = match st.repeat {
             Some(l) => format!("loop body over `{}`, once per layer", p.loops[l].var),
