@@ -14,8 +14,11 @@ use adjoint_compiler::program::Stage;
 
 mod common;
 
-/// `(model file, sizes)`: odd sizes, heads dividing the width.
-const MODELS: &[(&str, &str, &[(&str, i64)])] = &[
+/// A model file's name, its text, and the sizes it is checked at.
+type Model = (&'static str, &'static str, &'static [(&'static str, i64)]);
+
+/// Odd sizes, heads dividing the width.
+const MODELS: &[Model] = &[
     (
         "gpt.adj",
         include_str!("../../tests/models/gpt.adj"),
