@@ -132,41 +132,10 @@ pub fn part_weights(n: usize, first: usize, exponent: i32) -> (f32, f32) {
     (weight(first), weight(n - first))
 }
 
-/// Elements per task of the elementwise passes over whole tensors (updates, `combine`):
-/// large tensors (GPT-2's 38M-element embedding) are split over the pool.
+/// Elements per task of the elementwise passes over whole tensors (`combine`, the
+/// optimizer's updates): large tensors (GPT-2's 38M-element embedding) are split over
+/// the pool.
 pub(crate) const CHUNK: usize = 1 << 16;
-
-/// `f` on matching chunks of `a` and `b`, over the pool. A tensor of one chunk stays on
-/// the calling thread: a parallel iterator called from outside the pool hands even one
-/// task to a pool thread and waits for it, a wake-up per tensor (4% of the tiny
-/// config's step in `perf`).
-pub(crate) fn zip_chunks(a: &mut [f32], b: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
-    use rayon::prelude::*;
-    if a.len() <= CHUNK {
-        return f(a, b);
-    }
-    a.par_chunks_mut(CHUNK).zip(b.par_chunks(CHUNK)).for_each(|(a, b)| f(a, b));
-}
-
-/// `zip_chunks` over three written slices and one read one (AdamW's parameter, moments
-/// and gradient).
-pub(crate) fn zip_chunks4(
-    p: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    g: &[f32],
-    f: impl Fn(&mut [f32], &mut [f32], &mut [f32], &[f32]) + Sync,
-) {
-    use rayon::prelude::*;
-    if p.len() <= CHUNK {
-        return f(p, m, v, g);
-    }
-    p.par_chunks_mut(CHUNK)
-        .zip(m.par_chunks_mut(CHUNK))
-        .zip(v.par_chunks_mut(CHUNK))
-        .zip(g.par_chunks(CHUNK))
-        .for_each(|(((p, m), v), g)| f(p, m, v, g));
-}
 
 /// `dst[i] = w_dst · dst[i] + w_src · src[i]` for every named tensor, matched by name
 /// and shape (the two parts' gradients into the whole batch's): the chunks of every

@@ -254,27 +254,43 @@ fn plans_snapshot() {
     }
 }
 
-/// `train_step` is `grads` followed by the optimizer's update, and lowers the loss.
+/// `train_step` is `grads` followed by the optimizer's update (on a split batch it adds
+/// the parts' gradients inside the update's pass; on a whole one it does not), for SGD
+/// and AdamW, and lowers the loss.
 #[test]
 fn train_step_is_grads_then_update() {
     use adjoint::optim::{Method, Optimizer};
     let sizes = mlp::Sizes { D: 19, F: 45, L: 2 };
-    let mut params = mlp::Params::init(&sizes, 3).unwrap();
     let x = noise(&[37, 19], 4);
     let t = indices(&[37], 19, 5);
     let inputs = mlp::Inputs { x: x.view(), t: t.view() };
-    let mut by_hand = params.clone();
-    let mut grads = mlp::Params::zeros(&sizes).unwrap();
-    let loss = mlp::grads(&by_hand, &inputs, &mut grads).unwrap();
-    for ((_, p), (_, g)) in by_hand.named_mut().into_iter().zip(grads.named()) {
-        p.zip_mut_with(g, |p, &g| *p -= 0.5 * g);
+    let adamw = Method::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+    for whole in [false, true] {
+        for method in [Method::Sgd, adamw] {
+            let run = || {
+                let mut params = mlp::Params::init(&sizes, 3).unwrap();
+                let mut by_hand = params.clone();
+                let mut grads = mlp::Params::zeros(&sizes).unwrap();
+                let (mut opt, mut opt_by_hand) = (Optimizer::new(method), Optimizer::new(method));
+                let splits = adjoint::parallel::split_steps();
+                for step in 0..2 {
+                    let loss = mlp::grads(&by_hand, &inputs, &mut grads).unwrap();
+                    opt_by_hand.update(0.05, by_hand.named_mut(), &grads.named()).unwrap();
+                    let stepped = mlp::train_step(&mut params, &inputs, &mut grads, &mut opt, 0.05).unwrap();
+                    assert_eq!(stepped, loss, "{method:?} step {step}");
+                    for ((name, a), (_, b)) in params.named().into_iter().zip(by_hand.named()) {
+                        assert_eq!(a, b, "{method:?} step {step}: {name}");
+                    }
+                }
+                // Two steps each way: four `grads` calls, all split or none.
+                assert_eq!(adjoint::parallel::split_steps() - splits, if whole { 0 } else { 4 });
+                let (before, after) = (
+                    mlp::loss(&mlp::Params::init(&sizes, 3).unwrap(), &inputs).unwrap(),
+                    mlp::loss(&params, &inputs).unwrap(),
+                );
+                assert!(after < before, "{method:?}: two steps should lower the loss: {before} → {after}");
+            };
+            if whole { adjoint::parallel::whole_batch(run) } else { run() }
+        }
     }
-    let mut sgd = Optimizer::new(Method::Sgd);
-    let stepped = mlp::train_step(&mut params, &inputs, &mut grads, &mut sgd, 0.5).unwrap();
-    assert_eq!(stepped, loss);
-    for ((name, a), (_, b)) in params.named().into_iter().zip(by_hand.named()) {
-        assert_eq!(a, b, "{name}");
-    }
-    let after = mlp::loss(&params, &inputs).unwrap();
-    assert!(after < loss, "one SGD step should lower the loss: {loss} → {after}");
 }

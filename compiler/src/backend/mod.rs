@@ -177,19 +177,6 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
             ::adjoint::ops::scalar(&__loss)
         }
 
-        /// One training step: the loss and every gradient (into `grads`, as `grads`
-        /// does), then `optimizer`'s update of every parameter at learning rate `lr`.
-        pub fn train_step(
-            params: &mut Params,
-            inputs: &Inputs,
-            grads: &mut Grads,
-            optimizer: &mut ::adjoint::optim::Optimizer,
-            lr: f32,
-        ) -> Result<f32> {
-            let __loss = self::grads(params, inputs, grads)?;
-            optimizer.update(lr, params.named_mut(), &grads.named())?;
-            Ok(__loss)
-        }
     }
 }
 
@@ -199,6 +186,10 @@ fn split_grads(p: &Program) -> TokenStream {
     let doc = quote! {
         /// The loss, and every parameter's gradient written into `grads` (resized to
         /// the parameters' shapes if needed).
+    };
+    let train_doc = quote! {
+        /// One training step: the loss and every gradient (into `grads`, as `grads`
+        /// does), then `optimizer`'s update of every parameter at learning rate `lr`.
     };
     let split = match split::analyse(p) {
         Ok(s) => s,
@@ -210,6 +201,19 @@ fn split_grads(p: &Program) -> TokenStream {
                 #[doc = #why]
                 pub fn grads(params: &Params, inputs: &Inputs, grads: &mut Grads) -> Result<f32> {
                     grads_whole(params, inputs, grads)
+                }
+
+                #train_doc
+                pub fn train_step(
+                    params: &mut Params,
+                    inputs: &Inputs,
+                    grads: &mut Grads,
+                    optimizer: &mut ::adjoint::optim::Optimizer,
+                    lr: f32,
+                ) -> Result<f32> {
+                    let __loss = grads_whole(params, inputs, grads)?;
+                    optimizer.update(lr, params.named_mut(), &grads.named())?;
+                    Ok(__loss)
                 }
             };
         }
@@ -226,10 +230,54 @@ fn split_grads(p: &Program) -> TokenStream {
         #[doc = ""]
         #[doc = #why]
         pub fn grads(params: &Params, inputs: &Inputs, grads: &mut Grads) -> Result<f32> {
+            let (__loss, __parts) = grads_parts(params, inputs, grads)?;
+            if let Some((__spare, __wa, __wb)) = __parts {
+                let __done = ::adjoint::parallel::combine(grads.named_mut(), __wa, &__spare.named(), __wb);
+                keep_spare(__spare);
+                __done?;
+            }
+            Ok(__loss)
+        }
+
+        #train_doc
+        pub fn train_step(
+            params: &mut Params,
+            inputs: &Inputs,
+            grads: &mut Grads,
+            optimizer: &mut ::adjoint::optim::Optimizer,
+            lr: f32,
+        ) -> Result<f32> {
+            let (__loss, __parts) = grads_parts(params, inputs, grads)?;
+            match __parts {
+                None => optimizer.update(lr, params.named_mut(), &grads.named())?,
+                Some((__spare, __wa, __wb)) => {
+                    // The parts' gradients are added as the update reads them: one pass.
+                    let __done = optimizer.update_sum(
+                        lr,
+                        params.named_mut(),
+                        grads.named_mut(),
+                        __wa,
+                        &__spare.named(),
+                        __wb,
+                    );
+                    keep_spare(__spare);
+                    __done?;
+                }
+            }
+            Ok(__loss)
+        }
+
+        /// The loss and the gradients, whole (`None`) or as two parts: the first part's
+        /// in `grads`, the second's returned with the two parts' weights.
+        fn grads_parts(
+            params: &Params,
+            inputs: &Inputs,
+            grads: &mut Grads,
+        ) -> Result<(f32, ::core::option::Option<(Grads, f32, f32)>)> {
             let __sizes = [#(inputs.#fields.shape().first().copied().unwrap_or(0)),*];
             let __param_elems = || params.named().iter().map(|(_, t)| t.len()).sum();
             let Some(__first) = ::adjoint::parallel::split_point(&__sizes, __param_elems) else {
-                return grads_whole(params, inputs, grads);
+                return Ok((grads_whole(params, inputs, grads)?, None));
             };
             let __part = |__r: ::std::ops::Range<usize>| Inputs {
                 #(#fields: inputs.#fields.clone().slice_axis_move(
@@ -246,11 +294,14 @@ fn split_grads(p: &Program) -> TokenStream {
             );
             let (__la, __lb) = (__la?, __lb?);
             let (__wa, __wb) = ::adjoint::parallel::part_weights(__sizes[0], __first, #exponent);
-            ::adjoint::parallel::combine(grads.named_mut(), __wa, &__spare.named(), __wb)?;
+            Ok((__wa * __la + __wb * __lb, Some((__spare, __wa, __wb))))
+        }
+
+        /// Keeps the second part's gradient buffers for the next step.
+        fn keep_spare(spare: Grads) {
             if let Ok(mut s) = SPARE_GRADS.lock() {
-                *s = Some(__spare);
+                *s = Some(spare);
             }
-            Ok(__wa * __la + __wb * __lb)
         }
 
         /// `grads`' buffers for the second half of a batch.
