@@ -125,6 +125,31 @@ pub fn join_parts<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce
     }
 }
 
+/// Runs `f` on a thread of the pool (here, if this is one), with this thread's modes
+/// (`whole_batch`) and split count carried there and the count carried back. A
+/// training step called from outside the pool otherwise hands work to the pool, and
+/// sleeps until it is done, twice: once for the two parts and once for the update.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() || SERIAL.with(Cell::get) || rayon::current_num_threads() < 2 {
+        return f();
+    }
+    let (whole, steps) = (WHOLE.with(Cell::get), SPLIT_STEPS.with(Cell::get));
+    let (out, steps) = rayon::scope(|_| {
+        struct Restore(bool, usize);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                WHOLE.with(|w| w.set(self.0));
+                SPLIT_STEPS.with(|n| n.set(self.1));
+            }
+        }
+        let _restore = Restore(WHOLE.with(|w| w.replace(whole)), SPLIT_STEPS.with(|n| n.replace(steps)));
+        let out = f();
+        (out, SPLIT_STEPS.with(Cell::get))
+    });
+    SPLIT_STEPS.with(|n| n.set(steps));
+    out
+}
+
 /// The weights of the two parts' losses and gradients in the whole batch's: a loss
 /// `B^(exponent/2) · Σ examples` over `n` examples, split at `first`.
 pub fn part_weights(n: usize, first: usize, exponent: i32) -> (f32, f32) {
@@ -200,6 +225,23 @@ mod tests {
         let (a, b) = part_weights(5, 2, -2);
         assert!((a - 0.4).abs() < 1e-7 && (b - 0.6).abs() < 1e-7);
         assert_eq!(part_weights(5, 2, 0), (1.0, 1.0));
+    }
+
+    #[test]
+    fn on_pool_carries_the_modes_there_and_the_split_count_back() {
+        let before = split_steps();
+        let (index, whole) = on_pool(|| {
+            join_parts(|| (), || ());
+            (rayon::current_thread_index(), WHOLE.with(Cell::get))
+        });
+        assert_eq!(split_steps(), before + 1, "the split is counted on the calling thread");
+        assert!(!whole);
+        if rayon::current_num_threads() >= 2 {
+            assert!(index.is_some(), "ran on a pool thread");
+        }
+        assert!(whole_batch(|| on_pool(|| WHOLE.with(Cell::get))), "whole_batch holds inside");
+        // Serial mode stays on the calling thread.
+        assert_eq!(serial(|| on_pool(rayon::current_thread_index)), rayon::current_thread_index());
     }
 
     #[test]

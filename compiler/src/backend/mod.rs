@@ -247,6 +247,17 @@ fn split_grads(p: &Program) -> TokenStream {
             optimizer: &mut ::adjoint::optim::Optimizer,
             lr: f32,
         ) -> Result<f32> {
+            ::adjoint::parallel::on_pool(|| train_step_here(params, inputs, grads, optimizer, lr))
+        }
+
+        /// `train_step` on this thread.
+        fn train_step_here(
+            params: &mut Params,
+            inputs: &Inputs,
+            grads: &mut Grads,
+            optimizer: &mut ::adjoint::optim::Optimizer,
+            lr: f32,
+        ) -> Result<f32> {
             let (__loss, __parts) = grads_parts(params, inputs, grads)?;
             match __parts {
                 None => optimizer.update(lr, params.named_mut(), &grads.named())?,
