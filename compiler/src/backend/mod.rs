@@ -180,8 +180,10 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
     }
 }
 
-/// The public `grads`: the batch split in two parts run side by side when the loss is a
-/// sum over examples (`split`), else the whole batch at once.
+/// The public `grads` and `train_step`: the batch split in two parts run side by side
+/// when the loss is a sum over examples (`split`), else the whole batch at once; on a
+/// split batch `train_step` adds the parts' gradients inside the optimizer's pass
+/// (`Optimizer::update_sum`). Both run on a pool thread (`parallel::on_pool`).
 fn split_grads(p: &Program) -> TokenStream {
     let doc = quote! {
         /// The loss, and every parameter's gradient written into `grads` (resized to
@@ -200,7 +202,9 @@ fn split_grads(p: &Program) -> TokenStream {
                 #[doc = ""]
                 #[doc = #why]
                 pub fn grads(params: &Params, inputs: &Inputs, grads: &mut Grads) -> Result<f32> {
-                    grads_whole(params, inputs, grads)
+                    // On a pool thread: each kernel's split is then a hand-off from a
+                    // worker, not from a caller that sleeps until it is done.
+                    ::adjoint::parallel::on_pool(|| grads_whole(params, inputs, grads))
                 }
 
                 #train_doc
@@ -211,9 +215,11 @@ fn split_grads(p: &Program) -> TokenStream {
                     optimizer: &mut ::adjoint::optim::Optimizer,
                     lr: f32,
                 ) -> Result<f32> {
-                    let __loss = grads_whole(params, inputs, grads)?;
-                    optimizer.update(lr, params.named_mut(), &grads.named())?;
-                    Ok(__loss)
+                    ::adjoint::parallel::on_pool(|| {
+                        let __loss = grads_whole(params, inputs, grads)?;
+                        optimizer.update(lr, params.named_mut(), &grads.named())?;
+                        Ok(__loss)
+                    })
                 }
             };
         }
@@ -230,13 +236,16 @@ fn split_grads(p: &Program) -> TokenStream {
         #[doc = ""]
         #[doc = #why]
         pub fn grads(params: &Params, inputs: &Inputs, grads: &mut Grads) -> Result<f32> {
-            let (__loss, __parts) = grads_parts(params, inputs, grads)?;
-            if let Some((__spare, __wa, __wb)) = __parts {
-                let __done = ::adjoint::parallel::combine(grads.named_mut(), __wa, &__spare.named(), __wb);
-                keep_spare(__spare);
-                __done?;
-            }
-            Ok(__loss)
+            // On a pool thread: the parts and their sum are then one hand-off.
+            ::adjoint::parallel::on_pool(|| {
+                let (__loss, __parts) = grads_parts(params, inputs, grads)?;
+                if let Some((__spare, __wa, __wb)) = __parts {
+                    let __done = ::adjoint::parallel::combine(grads.named_mut(), __wa, &__spare.named(), __wb);
+                    keep_spare(__spare);
+                    __done?;
+                }
+                Ok(__loss)
+            })
         }
 
         #train_doc
