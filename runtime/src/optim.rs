@@ -26,7 +26,7 @@ pub enum Method {
 
 // Updates run over the pool in fixed chunks (`parallel::CHUNK`): each element's
 // update reads only its own values, so the result does not depend on the split.
-use crate::parallel::CHUNK;
+use crate::parallel::{CHUNK, weighted_add};
 
 /// An optimizer's method, step count and state.
 #[derive(Clone, Debug)]
@@ -65,10 +65,11 @@ impl Optimizer {
 
     /// `grads ← w_grads·grads + w_other·other` (the two parts of a split batch, as
     /// `parallel::combine` adds them), then the update by those sums: one pass over
-    /// memory and one hand-off to the thread pool for both, where combining first and
-    /// updating after took two passes and a hand-off per large tensor (tiny config:
-    /// 2.6% of the step in the update alone, `perf`). Parameters, gradients and
-    /// `other` are matched by name; any mismatch is an error before anything changes.
+    /// memory (each chunk summed, then updated while in cache) and one hand-off to the
+    /// thread pool for both, where combining first and updating after took two passes
+    /// and a hand-off per large tensor (tiny config: 2.6% of the step in the update
+    /// alone, `perf`). Parameters, gradients and `other` are matched by name; any
+    /// mismatch is an error before anything changes.
     pub fn update_sum(
         &mut self,
         lr: f32,
@@ -287,13 +288,7 @@ enum Rule {
 }
 
 impl Rule {
-    /// `p ← p − lr·g`.
-    #[inline(always)]
-    fn sgd(lr: f32, p: &mut f32, g: f32) {
-        *p -= lr * g;
-    }
-
-    /// Both moments and the parameter, for one element.
+    /// Both moments and the parameter, for one element (AdamW only).
     #[inline(always)]
     fn adamw(self, p: &mut f32, m: &mut f32, v: &mut f32, g: f32) {
         if let Rule::AdamW { lr, beta1, beta2, eps, c1, c2, decay } = self {
@@ -314,31 +309,25 @@ struct Chunk<'a> {
 }
 
 impl Chunk<'_> {
-    /// One loop per rule and kind of gradient, so each vectorises.
+    /// A summed gradient is added first (the chunk, at most 256 KiB, is still in cache
+    /// for the update), then one loop per rule, so each vectorises.
     fn run(self) {
         let Chunk { rule, p, moments, grad } = self;
-        match (rule, moments, grad) {
-            (Rule::Sgd { lr }, _, Slices::Given(g)) => {
-                p.iter_mut().zip(g).for_each(|(p, &g)| Rule::sgd(lr, p, g))
+        let g: &[f32] = match grad {
+            Slices::Given(g) => g,
+            Slices::Sum { dst, w_dst, src, w_src } => {
+                weighted_add(dst, w_dst, src, w_src);
+                dst
             }
-            (Rule::Sgd { lr }, _, Slices::Sum { dst, w_dst, src, w_src }) => {
-                for ((p, d), &s) in p.iter_mut().zip(dst).zip(src) {
-                    *d = w_dst * *d + w_src * s;
-                    Rule::sgd(lr, p, *d);
-                }
-            }
-            (Rule::AdamW { .. }, Some((m, v)), Slices::Given(g)) => {
+        };
+        match (rule, moments) {
+            (Rule::Sgd { lr }, _) => p.iter_mut().zip(g).for_each(|(p, &g)| *p -= lr * g),
+            (Rule::AdamW { .. }, Some((m, v))) => {
                 for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
                     rule.adamw(p, m, v, g);
                 }
             }
-            (Rule::AdamW { .. }, Some((m, v)), Slices::Sum { dst, w_dst, src, w_src }) => {
-                for ((((p, m), v), d), &s) in p.iter_mut().zip(m).zip(v).zip(dst).zip(src) {
-                    *d = w_dst * *d + w_src * s;
-                    rule.adamw(p, m, v, *d);
-                }
-            }
-            (Rule::AdamW { .. }, None, _) => unreachable!("AdamW chunks carry their moments"),
+            (Rule::AdamW { .. }, None) => unreachable!("AdamW chunks carry their moments"),
         }
     }
 }
@@ -358,7 +347,7 @@ fn strided_update(
         }
     };
     match (rule, moments) {
-        (Rule::Sgd { lr }, _) => p.zip_mut_with(g, |p, &g| Rule::sgd(lr, p, g)),
+        (Rule::Sgd { lr }, _) => p.zip_mut_with(g, |p, &g| *p -= lr * g),
         (Rule::AdamW { .. }, Some((m, v))) => {
             ndarray::Zip::from(p).and(m).and(v).and(g).for_each(|p, m, v, &g| rule.adamw(p, m, v, g))
         }

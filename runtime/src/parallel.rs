@@ -162,6 +162,11 @@ pub fn part_weights(n: usize, first: usize, exponent: i32) -> (f32, f32) {
 /// the pool.
 pub(crate) const CHUNK: usize = 1 << 16;
 
+/// `dst[i] = w_dst · dst[i] + w_src · src[i]`: how two parts' gradients add.
+pub(crate) fn weighted_add(dst: &mut [f32], w_dst: f32, src: &[f32], w_src: f32) {
+    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = w_dst * *d + w_src * s);
+}
+
 /// `dst[i] = w_dst · dst[i] + w_src · src[i]` for every named tensor, matched by name
 /// and shape (the two parts' gradients into the whole batch's): the chunks of every
 /// tensor in one pass over the pool (one hand-off per step, not one per tensor), or on
@@ -181,8 +186,7 @@ pub fn combine(dst: Vec<(String, &mut Real)>, w_dst: f32, src: &[(String, &Real)
         };
         chunks.extend(d.chunks_mut(CHUNK).zip(s.chunks(CHUNK)));
     }
-    let add =
-        |(d, s): (&mut [f32], &[f32])| d.iter_mut().zip(s).for_each(|(x, &y)| *x = w_dst * *x + w_src * y);
+    let add = |(d, s): (&mut [f32], &[f32])| weighted_add(d, w_dst, s, w_src);
     if chunks.len() <= 4 {
         chunks.into_iter().for_each(add);
     } else {

@@ -180,63 +180,47 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
     }
 }
 
-/// The public `grads` and `train_step`: the batch split in two parts run side by side
-/// when the loss is a sum over examples (`split`), else the whole batch at once; on a
-/// split batch `train_step` adds the parts' gradients inside the optimizer's pass
-/// (`Optimizer::update_sum`). Both run on a pool thread (`parallel::on_pool`).
+/// The public `grads` and `train_step`, on a pool thread (`parallel::on_pool`), over
+/// `grads_parts`: the batch split in two parts run side by side when the loss is a sum
+/// over examples (`split`), else the whole batch at once. `grads` adds a split batch's
+/// two gradient sets (`combine`); `train_step` hands them to the optimizer, which adds
+/// them inside its own pass (`Optimizer::update_sum`).
 fn split_grads(p: &Program) -> TokenStream {
-    let doc = quote! {
-        /// The loss, and every parameter's gradient written into `grads` (resized to
-        /// the parameters' shapes if needed).
-    };
-    let train_doc = quote! {
-        /// One training step: the loss and every gradient (into `grads`, as `grads`
-        /// does), then `optimizer`'s update of every parameter at learning rate `lr`.
-    };
-    let split = match split::analyse(p) {
-        Ok(s) => s,
-        Err(why) => {
-            let why = format!(" Runs the whole batch at once: it cannot be split ({why}).");
-            return quote! {
-                #doc
-                #[doc = ""]
-                #[doc = #why]
-                pub fn grads(params: &Params, inputs: &Inputs, grads: &mut Grads) -> Result<f32> {
-                    // On a pool thread: each kernel's split is then a hand-off from a
-                    // worker, not from a caller that sleeps until it is done.
-                    ::adjoint::parallel::on_pool(|| grads_whole(params, inputs, grads))
-                }
-
-                #train_doc
-                pub fn train_step(
-                    params: &mut Params,
+    let (why, parts) = match split::analyse(p) {
+        Ok(split) => (
+            format!(
+                " The loss is a sum over the examples along `{}` (axis 0 of every input), so a \
+                 batch runs as two halves side by side (`adjoint::parallel`), their gradients \
+                 weighted and added.",
+                split.dim
+            ),
+            split_parts(p, split.exponent),
+        ),
+        Err(why) => (
+            format!(" Runs the whole batch at once: it cannot be split ({why})."),
+            quote! {
+                /// The loss and the gradients of the whole batch: it is never split.
+                fn grads_parts(
+                    params: &Params,
                     inputs: &Inputs,
                     grads: &mut Grads,
-                    optimizer: &mut ::adjoint::optim::Optimizer,
-                    lr: f32,
-                ) -> Result<f32> {
-                    ::adjoint::parallel::on_pool(|| {
-                        let __loss = grads_whole(params, inputs, grads)?;
-                        optimizer.update(lr, params.named_mut(), &grads.named())?;
-                        Ok(__loss)
-                    })
+                ) -> Result<(f32, ::core::option::Option<(Grads, f32, f32)>)> {
+                    Ok((grads_whole(params, inputs, grads)?, None))
                 }
-            };
-        }
+
+                /// Nothing to keep: the batch is never split.
+                fn keep_spare(_: Grads) {}
+            },
+        ),
     };
-    let fields: Vec<_> = p.inputs.iter().map(|i| emit::field(&i.name)).collect();
-    let exponent = split.exponent;
-    let why = format!(
-        " The loss is a sum over the examples along `{}` (axis 0 of every input), so a batch \
-         runs as two halves side by side (`adjoint::parallel`), their gradients weighted and added.",
-        split.dim
-    );
     quote! {
-        #doc
+        /// The loss, and every parameter's gradient written into `grads` (resized to
+        /// the parameters' shapes if needed).
         #[doc = ""]
         #[doc = #why]
         pub fn grads(params: &Params, inputs: &Inputs, grads: &mut Grads) -> Result<f32> {
-            // On a pool thread: the parts and their sum are then one hand-off.
+            // On a pool thread: the kernels' (or the parts') hand-offs then start from a
+            // worker, not from a caller that sleeps until each is done.
             ::adjoint::parallel::on_pool(|| {
                 let (__loss, __parts) = grads_parts(params, inputs, grads)?;
                 if let Some((__spare, __wa, __wb)) = __parts {
@@ -248,7 +232,8 @@ fn split_grads(p: &Program) -> TokenStream {
             })
         }
 
-        #train_doc
+        /// One training step: the loss and every gradient (into `grads`, as `grads`
+        /// does), then `optimizer`'s update of every parameter at learning rate `lr`.
         pub fn train_step(
             params: &mut Params,
             inputs: &Inputs,
@@ -256,37 +241,37 @@ fn split_grads(p: &Program) -> TokenStream {
             optimizer: &mut ::adjoint::optim::Optimizer,
             lr: f32,
         ) -> Result<f32> {
-            ::adjoint::parallel::on_pool(|| train_step_here(params, inputs, grads, optimizer, lr))
-        }
-
-        /// `train_step` on this thread.
-        fn train_step_here(
-            params: &mut Params,
-            inputs: &Inputs,
-            grads: &mut Grads,
-            optimizer: &mut ::adjoint::optim::Optimizer,
-            lr: f32,
-        ) -> Result<f32> {
-            let (__loss, __parts) = grads_parts(params, inputs, grads)?;
-            match __parts {
-                None => optimizer.update(lr, params.named_mut(), &grads.named())?,
-                Some((__spare, __wa, __wb)) => {
-                    // The parts' gradients are added as the update reads them: one pass.
-                    let __done = optimizer.update_sum(
-                        lr,
-                        params.named_mut(),
-                        grads.named_mut(),
-                        __wa,
-                        &__spare.named(),
-                        __wb,
-                    );
-                    keep_spare(__spare);
-                    __done?;
+            ::adjoint::parallel::on_pool(|| {
+                let (__loss, __parts) = grads_parts(params, inputs, grads)?;
+                match __parts {
+                    None => optimizer.update(lr, params.named_mut(), &grads.named())?,
+                    Some((__spare, __wa, __wb)) => {
+                        // The parts' gradients are added as the update reads them.
+                        let __done = optimizer.update_sum(
+                            lr,
+                            params.named_mut(),
+                            grads.named_mut(),
+                            __wa,
+                            &__spare.named(),
+                            __wb,
+                        );
+                        keep_spare(__spare);
+                        __done?;
+                    }
                 }
-            }
-            Ok(__loss)
+                Ok(__loss)
+            })
         }
 
+        #parts
+    }
+}
+
+/// `grads_parts` and `keep_spare` for a batch that splits: two halves side by side,
+/// the second's gradient buffers kept from step to step.
+fn split_parts(p: &Program, exponent: i32) -> TokenStream {
+    let fields: Vec<_> = p.inputs.iter().map(|i| emit::field(&i.name)).collect();
+    quote! {
         /// The loss and the gradients, whole (`None`) or as two parts: the first part's
         /// in `grads`, the second's returned with the two parts' weights.
         fn grads_parts(
