@@ -1,0 +1,207 @@
+//! The batched products: `matmul` and its variants reading either operand through a
+//! transpose or permutation (no copy), skipping what a causal structure rules out, over
+//! `gemm`.
+
+use ndarray::{ArrayD, IxDyn};
+
+use super::{Real, shape_err};
+use crate::error::{Result, bail};
+
+/// Batched products with at least this many multiply-adds in all run their batches in
+/// parallel (each product alone is usually too small to split).
+const BATCH_PARALLEL_MIN_WORK: usize = 1 << 20;
+
+/// `[.., m, k] · [.., k, n]`, batched over equal leading axes.
+pub fn matmul(a: &Real, b: &Real) -> Result<Real> {
+    matmul_t(a, false, b, false)
+}
+
+/// `op(a) · op(b)`, batched over equal leading axes, where `op` swaps the last two axes
+/// when its flag is set: the GEMM reads a transposed operand through its strides, so
+/// `xᵀ·y` costs no copy of `x`.
+pub fn matmul_t(a: &Real, ta: bool, b: &Real, tb: bool) -> Result<Real> {
+    matmul_perm(a, &swap(a, ta), b, &swap(b, tb), crate::gemm::Structure::default())
+}
+
+/// `matmul_t` where each matrix of the batch has the zeros or unread part `structure`
+/// names (causal attention, as the compiler proved it): that work is skipped.
+pub fn matmul_structured(
+    a: &Real,
+    ta: bool,
+    b: &Real,
+    tb: bool,
+    structure: crate::gemm::Structure,
+) -> Result<Real> {
+    matmul_perm(a, &swap(a, ta), b, &swap(b, tb), structure)
+}
+
+/// The permutation swapping the last two axes when `tr` (else none).
+fn swap(t: &Real, tr: bool) -> Vec<usize> {
+    let n = t.ndim();
+    if tr && n >= 2 { (0..n - 2).chain([n - 1, n - 2]).collect() } else { Vec::new() }
+}
+
+/// `permute(a, pa) · permute(b, pb)` (an empty permutation leaves its operand as it is),
+/// batched over equal leading axes, skipping what `structure` rules out. The operands
+/// are read through the permuted strides: the heads of attention, split or merged by a
+/// permute, and transposed weights cost no copy.
+pub fn matmul_perm(
+    a: &Real,
+    pa: &[usize],
+    b: &Real,
+    pb: &[usize],
+    structure: crate::gemm::Structure,
+) -> Result<Real> {
+    matmul_views(permuted(a, pa)?, permuted(b, pb)?, structure)
+}
+
+/// `t` read through the permutation `perm` (no copy); an empty one is the identity.
+pub(crate) fn permuted<'a>(t: &'a Real, perm: &[usize]) -> Result<ndarray::ArrayViewD<'a, f32>> {
+    if perm.is_empty() {
+        return Ok(t.view());
+    }
+    let mut seen = vec![false; t.ndim()];
+    if perm.len() != t.ndim()
+        || !perm.iter().all(|&p| p < seen.len() && !std::mem::replace(&mut seen[p], true))
+    {
+        bail!("matmul: {perm:?} is not a permutation of the axes of a {:?} operand", t.shape());
+    }
+    Ok(t.view().permuted_axes(IxDyn(perm)))
+}
+
+/// The batched product of two views in any layout.
+fn matmul_views(
+    a: ndarray::ArrayViewD<f32>,
+    b: ndarray::ArrayViewD<f32>,
+    structure: crate::gemm::Structure,
+) -> Result<Real> {
+    let (ra, rb) = (a.ndim(), b.ndim());
+    if ra < 2
+        || ra != rb
+        || a.shape()[..ra - 2] != b.shape()[..rb - 2]
+        || a.shape()[ra - 1] != b.shape()[rb - 2]
+    {
+        bail!("matmul: shapes {:?} and {:?} do not multiply", a.shape(), b.shape());
+    }
+    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+    let mut out_shape = a.shape()[..ra - 2].to_vec();
+    out_shape.extend([m, n]);
+    let lead = &a.shape()[..ra - 2];
+    let batch = lead.iter().product::<usize>();
+    let (a_data, a_strides) = strided(&a);
+    let (b_data, b_strides) = strided(&b);
+    // Matrix `i` of the batch, read through the operand's own strides (row-major,
+    // column-major, permuted, or a slice's).
+    fn view<'d>(data: &'d [f32], strides: &[usize], shape: &[usize], i: usize) -> crate::gemm::MatRef<'d> {
+        let r = shape.len();
+        let mut offset = 0;
+        let mut rest = i;
+        for axis in (0..r - 2).rev() {
+            offset += (rest % shape[axis].max(1)) * strides[axis];
+            rest /= shape[axis].max(1);
+        }
+        crate::gemm::MatRef {
+            data: data.get(offset..).unwrap_or(&[]),
+            rows: shape[r - 2],
+            cols: shape[r - 1],
+            row_stride: strides[r - 2],
+            col_stride: strides[r - 1],
+        }
+    }
+    // Written in place by the GEMM (which only writes its output) into a pooled buffer.
+    let mut out = crate::pool::take(batch * m * n);
+    let product = |i: usize, c: &mut [f32]| {
+        let left = view(&a_data, &a_strides, a.shape(), i);
+        let right = view(&b_data, &b_strides, b.shape(), i);
+        crate::gemm::sgemm_structured(left, right, c, structure)
+    };
+    if batch > 1 && m * n > 0 && batch * m * n * k >= BATCH_PARALLEL_MIN_WORK && crate::gemm::threads() > 1 {
+        // Many small products (attention heads): one per task, over the pool.
+        use rayon::prelude::*;
+        out.par_chunks_mut(m * n).enumerate().try_for_each(|(i, c)| product(i, c))?;
+    } else {
+        for i in 0..batch {
+            product(i, &mut out[i * m * n..(i + 1) * m * n])?;
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(shape_err("matmul"))
+}
+
+/// A tensor's elements and per-axis strides, borrowed when they form one block with
+/// non-negative strides (any axis order), else copied to row-major.
+pub(crate) fn strided<'a>(t: &'a ndarray::ArrayViewD<'_, f32>) -> (std::borrow::Cow<'a, [f32]>, Vec<usize>) {
+    if t.strides().iter().all(|&s| s >= 0)
+        && let Some(data) = t.as_slice_memory_order()
+    {
+        return (std::borrow::Cow::Borrowed(data), t.strides().iter().map(|&s| s as usize).collect());
+    }
+    let mut strides = vec![1usize; t.ndim()];
+    for axis in (0..t.ndim().saturating_sub(1)).rev() {
+        strides[axis] = strides[axis + 1] * t.shape()[axis + 1];
+    }
+    (std::borrow::Cow::Owned(t.iter().copied().collect()), strides)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{concat, permute};
+    use ndarray::{Axis, Slice};
+
+    #[test]
+    fn products_read_any_layout_without_copies_and_agree() {
+        let a = ArrayD::from_shape_fn(IxDyn(&[2, 5, 3]), |ix| {
+            (ix[0] * 15 + ix[1] * 3 + ix[2]) as f32 * 0.1 - 1.0
+        });
+        let b = ArrayD::from_shape_fn(IxDyn(&[2, 3, 4]), |ix| {
+            (ix[0] * 12 + ix[1] * 4 + ix[2]) as f32 * 0.05 - 0.5
+        });
+        let want = matmul(&a, &b).unwrap();
+        for i in 0..2 {
+            for r in 0..5 {
+                for c in 0..4 {
+                    let dot: f32 = (0..3).map(|k| a[[i, r, k]] * b[[i, k, c]]).sum();
+                    assert!((want[[i, r, c]] - dot).abs() < 1e-5);
+                }
+            }
+        }
+        // Column-major operands, transposed flags, and both at once.
+        let a_f = a.as_standard_layout().reversed_axes().as_standard_layout().into_owned().reversed_axes();
+        assert!(!a_f.is_standard_layout() && a_f == a);
+        assert_eq!(matmul(&a_f, &b).unwrap(), want);
+        let a_t = permute(&a, &[0, 2, 1]).unwrap();
+        let b_t = permute(&b, &[0, 2, 1]).unwrap();
+        assert_eq!(matmul_t(&a_t, true, &b_t, true).unwrap(), want);
+        assert_eq!(matmul_t(&a, false, &b_t, true).unwrap(), want);
+        // A column slice: strided rows.
+        let wide = concat(&[&b, &b], 2).unwrap();
+        assert!(wide.is_standard_layout());
+        let part = wide.slice_axis(Axis(2), Slice::from(4..8)).to_owned();
+        assert_eq!(matmul(&a, &part).unwrap(), want);
+        assert!(matmul_t(&a, true, &b, false).is_err());
+    }
+
+    #[test]
+    fn products_through_permutes_equal_products_of_the_copies() {
+        // Attention's shapes: [B, T, H, dk] read as [B, H, T, dk], times [B, T, H, dk]
+        // read as [B, H, dk, T].
+        let (b, t, h, dk) = (2, 5, 3, 4);
+        let x = Real::from_shape_vec(
+            IxDyn(&[b, t, h, dk]),
+            (0..b * t * h * dk).map(|i| (i % 7) as f32 - 3.0).collect(),
+        )
+        .unwrap();
+        let y = x.mapv(|v| 0.5 * v + 1.0);
+        let (px, py) = ([0, 2, 1, 3], [0, 2, 3, 1]);
+        let got = matmul_perm(&x, &px, &y, &py, crate::gemm::Structure::default()).unwrap();
+        let want = matmul(&permute(&x, &px).unwrap(), &permute(&y, &py).unwrap()).unwrap();
+        assert_eq!(got.shape(), &[b, h, t, t]);
+        assert!(got.iter().zip(&want).all(|(p, q)| (p - q).abs() < 1e-4));
+        let default = crate::gemm::Structure::default();
+        for bad in [&[0, 1, 2][..], &[0, 1, 1, 3], &[0, 1, 2, 4]] {
+            let e = matmul_perm(&x, bad, &y, &py, default).unwrap_err();
+            assert!(e.message.contains("not a permutation"), "{bad:?}: {e}");
+        }
+        assert!(matmul_perm(&x, &[], &y, &[], default).is_err(), "[.., h, dk]·[.., h, dk] does not multiply");
+    }
+}

@@ -1,0 +1,364 @@
+//! Reference kernels: one function per IR op, in f32 on `ndarray`, called one per graph
+//! node by the generated code.
+//!
+//! These are straightforward on purpose: they define what the generated code computes,
+//! and the fused kernels of the code generator are checked against them. Every shape
+//! or index problem is an `Err`, never a panic: the generated code checks its inputs'
+//! shapes up front, so these errors only fire on a bug or on bad index data (a token id
+//! outside the vocabulary).
+//!
+//! The products live in `matmul.rs` and the layout kernels in `layout.rs`; both are
+//! re-exported here, so every kernel is `ops::NAME`.
+
+mod layout;
+mod matmul;
+
+pub use layout::{Element, broadcast, concat, pad, permute, reshape, reshape_owned, slice};
+pub use matmul::{matmul, matmul_perm, matmul_structured, matmul_t};
+pub(crate) use matmul::{permuted, strided};
+
+use ndarray::{ArrayD, Axis, IxDyn, Zip};
+
+use crate::error::{Error, Result, bail};
+
+/// Real tensors.
+pub type Real = ArrayD<f32>;
+/// Index tensors (token ids, targets).
+pub type Index = ArrayD<i32>;
+
+const GELU_C: f32 = 0.044715;
+
+fn same_shape(op: &str, a: &Real, b: &Real) -> Result<()> {
+    if a.shape() != b.shape() {
+        bail!("{op}: shapes {:?} and {:?} differ", a.shape(), b.shape());
+    }
+    Ok(())
+}
+
+fn shape_err(op: &'static str) -> impl Fn(ndarray::ShapeError) -> Error {
+    move |e| Error::new(format!("{op}: {e}"))
+}
+
+fn need_axis(op: &str, ndim: usize, axis: usize) -> Result<()> {
+    if axis >= ndim {
+        bail!("{op}: axis {axis} out of range for {ndim} axes");
+    }
+    Ok(())
+}
+
+fn zip(op: &str, a: &Real, b: &Real, f: impl Fn(f32, f32) -> f32) -> Result<Real> {
+    same_shape(op, a, b)?;
+    Ok(Zip::from(a).and(b).map_collect(|&x, &y| f(x, y)))
+}
+
+pub fn add(a: &Real, b: &Real) -> Result<Real> {
+    zip("add", a, b, |x, y| x + y)
+}
+pub fn sub(a: &Real, b: &Real) -> Result<Real> {
+    zip("sub", a, b, |x, y| x - y)
+}
+pub fn mul(a: &Real, b: &Real) -> Result<Real> {
+    zip("mul", a, b, |x, y| x * y)
+}
+pub fn div(a: &Real, b: &Real) -> Result<Real> {
+    zip("div", a, b, |x, y| x / y)
+}
+pub fn neg(a: &Real) -> Real {
+    a.mapv(|v| -v)
+}
+pub fn scale(a: &Real, c: f32) -> Real {
+    a.mapv(|v| v * c)
+}
+pub fn shift(a: &Real, c: f32) -> Real {
+    a.mapv(|v| v + c)
+}
+pub fn exp(a: &Real) -> Real {
+    a.mapv(f32::exp)
+}
+pub fn log(a: &Real) -> Real {
+    a.mapv(f32::ln)
+}
+pub fn tanh(a: &Real) -> Real {
+    a.mapv(fast_tanh)
+}
+
+/// `tanh` as a rational function of degree 13/6 on [−7.9, 7.9] (the odd-polynomial form
+/// Eigen uses), clamped beyond: no branches, so loops over it vectorise, and several
+/// times faster than libm's `tanhf`. Error within 5e-7 absolute (a few f32 ulps; tested
+/// against f64), and it is exactly odd and saturates at ±1.
+#[inline]
+pub fn fast_tanh(x: f32) -> f32 {
+    const CLAMP: f32 = 7.905_311;
+    const A: [f32; 7] = [
+        4.893_524_6e-3,
+        6.372_619_3e-4,
+        1.485_722_4e-5,
+        5.122_297e-8,
+        -8.604_672e-11,
+        2.000_188e-13,
+        -2.760_768_5e-16,
+    ];
+    const B: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
+    let x = x.clamp(-CLAMP, CLAMP);
+    let x2 = x * x;
+    // Plain multiply-adds: `mul_add` is a libm call on targets built without FMA.
+    let p = ((((((A[6] * x2 + A[5]) * x2 + A[4]) * x2 + A[3]) * x2 + A[2]) * x2 + A[1]) * x2) + A[0];
+    let q = ((B[3] * x2 + B[2]) * x2 + B[1]) * x2 + B[0];
+    x * p / q
+}
+pub fn sqrt(a: &Real) -> Real {
+    a.mapv(f32::sqrt)
+}
+pub fn relu(a: &Real) -> Real {
+    a.mapv(|v| v.max(0.0))
+}
+/// 1 where positive, else 0: ReLU's derivative.
+pub fn step(a: &Real) -> Real {
+    a.mapv(|v| if v > 0.0 { 1.0 } else { 0.0 })
+}
+/// GELU, tanh form: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
+pub fn gelu(a: &Real) -> Real {
+    a.mapv(gelu_scalar)
+}
+/// GELU's derivative.
+pub fn gelu_grad(a: &Real) -> Real {
+    a.mapv(gelu_grad_scalar)
+}
+/// GELU of one value.
+#[inline]
+pub fn gelu_scalar(x: f32) -> f32 {
+    let k = (2.0 / std::f32::consts::PI).sqrt();
+    0.5 * x * (1.0 + fast_tanh(k * (x + GELU_C * x * x * x)))
+}
+/// GELU's derivative at one value.
+#[inline]
+pub fn gelu_grad_scalar(x: f32) -> f32 {
+    let k = (2.0 / std::f32::consts::PI).sqrt();
+    let t = fast_tanh(k * (x + GELU_C * x * x * x));
+    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * GELU_C * x * x)
+}
+
+pub fn sum(a: &Real, axis: usize) -> Result<Real> {
+    need_axis("sum", a.ndim(), axis)?;
+    let Some(data) = a.as_slice() else { return Ok(a.sum_axis(Axis(axis))) };
+    // A contiguous tensor is `[outer, n, inner]` around the axis: each output row is the
+    // in-order sum of `n` contiguous rows of `inner` floats (column sums of a gradient:
+    // one pass over memory, vectorised; ndarray's `sum_axis` strides down columns).
+    let shape = a.shape();
+    let (outer, n, inner) =
+        (shape[..axis].iter().product::<usize>(), shape[axis], shape[axis + 1..].iter().product::<usize>());
+    let mut out_shape = shape.to_vec();
+    out_shape.remove(axis);
+    // Every element is written below, so a pooled buffer will do.
+    let mut out = crate::pool::take(outer * inner);
+    for (o, dst) in out.chunks_exact_mut(inner.max(1)).enumerate().take(outer) {
+        let block = &data[o * n * inner..(o + 1) * n * inner];
+        if n == 0 {
+            dst.fill(0.0);
+        } else if inner == 1 {
+            dst[0] = crate::fused::sum(block);
+        } else {
+            dst.copy_from_slice(&block[..inner]);
+            for row in block[inner..].chunks_exact(inner) {
+                dst.iter_mut().zip(row).for_each(|(d, &x)| *d += x);
+            }
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(shape_err("sum"))
+}
+
+pub fn max(a: &Real, axis: usize) -> Result<Real> {
+    need_axis("max", a.ndim(), axis)?;
+    Ok(a.fold_axis(Axis(axis), f32::NEG_INFINITY, |m, &v| m.max(v)))
+}
+
+/// 1 at the first maximum of each lane along `axis`, else 0.
+pub fn argmax_mask(a: &Real, axis: usize) -> Result<Real> {
+    need_axis("argmax_mask", a.ndim(), axis)?;
+    let mut out = ArrayD::zeros(a.raw_dim());
+    for (lane, mut out_lane) in a.lanes(Axis(axis)).into_iter().zip(out.lanes_mut(Axis(axis))) {
+        let mut best = 0;
+        for (i, v) in lane.iter().enumerate() {
+            if *v > lane[best] {
+                best = i;
+            }
+        }
+        if !lane.is_empty() {
+            out_lane[best] = 1.0;
+        }
+    }
+    Ok(out)
+}
+
+fn rows_of(op: &str, idx: &Index, bound: usize) -> Result<Vec<usize>> {
+    idx.iter()
+        .map(|&i| {
+            if i < 0 || i as usize >= bound {
+                bail!("{op}: index {i} is out of range 0..{bound}");
+            }
+            Ok(i as usize)
+        })
+        .collect()
+}
+
+/// `table[idx]`: rows of `table` picked by each index.
+pub fn gather(table: &Real, idx: &Index) -> Result<Real> {
+    if table.ndim() == 0 {
+        bail!("gather: the table must have rows");
+    }
+    let rows = rows_of("gather", idx, table.shape()[0])?;
+    let mut shape = idx.shape().to_vec();
+    shape.extend_from_slice(&table.shape()[1..]);
+    let row_len: usize = table.shape()[1..].iter().product();
+    let mut flat = crate::pool::take(shape.iter().product());
+    match table.as_slice() {
+        Some(t) => {
+            for (k, r) in rows.into_iter().enumerate() {
+                flat[k * row_len..(k + 1) * row_len].copy_from_slice(&t[r * row_len..(r + 1) * row_len]);
+            }
+        }
+        None => {
+            for (k, r) in rows.into_iter().enumerate() {
+                for (o, v) in
+                    flat[k * row_len..(k + 1) * row_len].iter_mut().zip(table.index_axis(Axis(0), r))
+                {
+                    *o = *v;
+                }
+            }
+        }
+    }
+    ArrayD::from_shape_vec(shape, flat).map_err(shape_err("gather"))
+}
+
+/// The adjoint of gather: `out[idx[k]] += vals[k]`, `rows` rows.
+pub fn scatter_add(vals: &Real, idx: &Index, rows: usize) -> Result<Real> {
+    let targets = rows_of("scatter_add", idx, rows)?;
+    if vals.ndim() < idx.ndim() || vals.shape()[..idx.ndim()] != *idx.shape() {
+        bail!("scatter_add: values {:?} do not match indices {:?}", vals.shape(), idx.shape());
+    }
+    let row_len: usize = vals.shape()[idx.ndim()..].iter().product();
+    let mut shape = vec![rows];
+    shape.extend_from_slice(&vals.shape()[idx.ndim()..]);
+    // A pooled buffer: for GPT-2 this is the 38M-element embedding gradient, every step.
+    let mut out = crate::pool::take(rows * row_len);
+    out.fill(0.0);
+    let flat = vals.as_standard_layout();
+    let flat = flat.as_slice().unwrap_or(&[]);
+    for (k, &r) in targets.iter().enumerate() {
+        for j in 0..row_len {
+            out[r * row_len + j] += flat[k * row_len + j];
+        }
+    }
+    ArrayD::from_shape_vec(shape, out).map_err(shape_err("scatter_add"))
+}
+
+pub fn one_hot(idx: &Index, depth: usize) -> Result<Real> {
+    let hot = rows_of("one_hot", idx, depth)?;
+    let mut shape = idx.shape().to_vec();
+    shape.push(depth);
+    let mut out = vec![0.0f32; hot.len() * depth];
+    for (k, &h) in hot.iter().enumerate() {
+        out[k * depth + h] = 1.0;
+    }
+    ArrayD::from_shape_vec(shape, out).map_err(shape_err("one_hot"))
+}
+
+/// Entries above the diagonal of each `[.., T, T]` matrix set to `fill`.
+pub fn causal(a: &Real, fill: f32) -> Result<Real> {
+    let n = a.ndim();
+    if n < 2 {
+        bail!("causal_mask: needs a matrix, got {:?}", a.shape());
+    }
+    let mut out = a.as_standard_layout().into_owned();
+    let t = out.shape()[n - 2].max(1);
+    for (k, mut lane) in out.lanes_mut(Axis(n - 1)).into_iter().enumerate() {
+        for (j, v) in lane.iter_mut().enumerate() {
+            if j > k % t {
+                *v = fill;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `mask ≠ 0 ? a : b`, elementwise.
+pub fn select(mask: &Real, a: &Real, b: &Real) -> Result<Real> {
+    same_shape("select", mask, a)?;
+    same_shape("select", a, b)?;
+    Ok(Zip::from(mask).and(a).and(b).map_collect(|&m, &x, &y| if m != 0.0 { x } else { y }))
+}
+
+pub fn fill(value: f32, shape: &[usize]) -> Real {
+    ArrayD::from_elem(IxDyn(shape), value)
+}
+
+/// `dst = src`, by moving `src`'s buffer in (the old one goes back to the pool): a
+/// parameter's first gradient contribution costs no copy.
+pub fn store(dst: &mut Real, src: Real) -> Result<()> {
+    same_shape("store", dst, &src)?;
+    crate::pool::recycle(std::mem::replace(dst, src));
+    Ok(())
+}
+
+/// `dst += src`, for gradients a parameter receives from several places.
+pub fn accumulate(dst: &mut Real, src: &Real) -> Result<()> {
+    same_shape("accumulate", dst, src)?;
+    Zip::from(dst).and(src).for_each(|d, &s| *d += s);
+    Ok(())
+}
+
+/// Reads a scalar (the loss).
+pub fn scalar(a: &Real) -> Result<f32> {
+    match a.iter().next() {
+        Some(&v) if a.len() == 1 => Ok(v),
+        _ => bail!("expected a scalar, got shape {:?}", a.shape()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_tanh_is_accurate_odd_and_saturating() {
+        let mut worst = 0f64;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4; // [-20, 20]
+            let err = (f64::from(fast_tanh(x)) - f64::from(x).tanh()).abs();
+            worst = worst.max(err);
+            assert_eq!(fast_tanh(-x), -fast_tanh(x));
+        }
+        assert!(worst < 5e-7, "worst absolute error {worst:e}");
+        for x in [1e-30f32, 1e-8, 1e-4] {
+            let rel = (f64::from(fast_tanh(x)) / f64::from(x).tanh() - 1.0).abs();
+            assert!(rel < 1e-6, "relative error {rel:e} at {x}");
+        }
+        assert!(fast_tanh(f32::INFINITY) <= 1.0 && fast_tanh(f32::INFINITY) > 0.999_999);
+        assert!(fast_tanh(1e4) <= 1.0 && fast_tanh(-1e4) >= -1.0);
+        assert!(fast_tanh(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn sums_along_every_axis_match_ndarray() {
+        for shape in [vec![7usize], vec![1, 5], vec![33, 1], vec![4, 0, 3], vec![3, 17, 9], vec![2, 3, 4, 5]]
+        {
+            let n: usize = shape.iter().product();
+            let a =
+                Real::from_shape_vec(IxDyn(&shape), (0..n).map(|i| (i % 13) as f32 - 6.0).collect()).unwrap();
+            for axis in 0..shape.len() {
+                let want = a.sum_axis(Axis(axis));
+                let got = sum(&a, axis).unwrap();
+                assert_eq!(got.shape(), want.shape(), "{shape:?} axis {axis}");
+                assert!(got.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-4), "{shape:?} axis {axis}");
+            }
+            // A transposed view takes the general path.
+            if shape.len() >= 2 {
+                let t = a.t().to_owned();
+                let strided = t.t();
+                let got = sum(&strided.to_owned(), 0).unwrap();
+                assert!(got.iter().zip(&a.sum_axis(Axis(0))).all(|(x, y)| (x - y).abs() < 1e-4));
+            }
+        }
+        assert!(sum(&Real::zeros(IxDyn(&[2, 3])), 2).is_err());
+    }
+}
