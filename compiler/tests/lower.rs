@@ -66,13 +66,7 @@ fn lowered_stages_compute_what_they_did() {
         for (k, (before, after)) in program.stages.iter().zip(&lowered.stages).enumerate() {
             let mut rng = common::Rng::new(11 + k as u64);
             let feeds = common::random_feeds(&before.graph, &env, &mut rng, &[], &bounds);
-            let fed = |g: &Graph| -> BTreeMap<_, _> {
-                feeds
-                    .iter()
-                    .filter(|(n, _)| g.find_input(n).is_some())
-                    .map(|(n, t)| (n.clone(), t.clone()))
-                    .collect()
-            };
+            let fed = |g: &Graph| common::feeds_of(g, &feeds);
             let (want_ids, got_ids) = (roots(before), roots(after));
             let want = evaluate(&before.graph, &env, &fed(&before.graph), &want_ids).unwrap();
             let got = evaluate(&after.graph, &env, &fed(&after.graph), &got_ids).unwrap();

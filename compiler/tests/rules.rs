@@ -250,11 +250,7 @@ fn every_rule_fires_on_its_example_and_preserves_values() {
                     let Some(got_id) = to_ir(&expr, &mut g) else {
                         panic!("{name}: a node of class {} does not build: {expr}", class.id)
                     };
-                    let used: BTreeMap<String, Value> = feeds
-                        .iter()
-                        .filter(|(k, _)| g.find_input(k).is_some())
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
+                    let used: BTreeMap<String, Value> = common::feeds_of(&g, &feeds);
                     let values = evaluate(&g, &env, &used, &[want_id, got_id])
                         .unwrap_or_else(|e| panic!("{name} trial {trial}: {e}"));
                     let (want, got) = (values.get(want_id).unwrap(), values.get(got_id).unwrap());

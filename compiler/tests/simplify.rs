@@ -2,8 +2,6 @@
 //! in, its simplified formula out (insta snapshot), plus an assertion on the form and a
 //! numerical check that the simplified graph computes the same values.
 
-use std::collections::BTreeMap;
-
 use adjoint_compiler::autodiff;
 use adjoint_compiler::dim::{Dim, DimEnv};
 use adjoint_compiler::egraph::{self, Options};
@@ -40,13 +38,7 @@ fn simplify(
     let env: DimEnv = sizes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     let mut rng = common::Rng::new(7);
     let feeds = common::random_feeds(g, &env, &mut rng, positive, &index_bound.iter().copied().collect());
-    let used = |graph: &Graph| -> BTreeMap<_, _> {
-        feeds
-            .iter()
-            .filter(|(k, _)| graph.find_input(k).is_some())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    };
+    let used = |graph: &Graph| common::feeds_of(graph, &feeds);
     let want = evaluate(g, &env, &used(g), &ids).unwrap();
     let got = evaluate(&s.graph, &env, &used(&s.graph), &s.outputs).unwrap();
     for (i, (&a, &b)) in ids.iter().zip(&s.outputs).enumerate() {

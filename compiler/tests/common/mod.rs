@@ -68,6 +68,15 @@ pub fn random_feeds(
     feeds
 }
 
+/// The feeds `g` has inputs for (a rewritten graph may have lost some).
+pub fn feeds_of<T: Clone>(g: &Graph, feeds: &BTreeMap<String, T>) -> BTreeMap<String, T> {
+    feeds
+        .iter()
+        .filter(|(name, _)| g.find_input(name).is_some())
+        .map(|(n, t)| (n.clone(), t.clone()))
+        .collect()
+}
+
 /// `max |a − b| / max(max |b|, floor)`: the check_grads.py measure.
 pub fn rel_err(a: &ArrayD<f64>, b: &ArrayD<f64>, floor: f64) -> f64 {
     assert_eq!(a.shape(), b.shape(), "shapes differ");
