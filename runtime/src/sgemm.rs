@@ -58,8 +58,13 @@ pub(crate) unsafe fn sgemm<K: Micro>(
             packed.resize(need, 0.0);
         }
         let align = packed.as_ptr().align_offset(64).min(16);
-        // SAFETY: forwarded from this function's contract.
-        unsafe { blocks::<K>(a, b, c, ldc, task, &mut packed[align..], on_strip) }
+        // SAFETY: forwarded from this function's contract (the CPU has `K`'s set).
+        unsafe {
+            K::with_features(
+                #[inline(always)]
+                || blocks::<K>(a, b, c, ldc, task, &mut packed[align..], on_strip),
+            )
+        }
     })
 }
 
@@ -72,6 +77,7 @@ pub(crate) type OnStrip<'a> = &'a mut dyn FnMut(usize, usize, &[f32]);
 ///
 /// # Safety
 /// As for `sgemm`; `bp` is 64-byte aligned and holds `min(KC, k) × NC` rounded up.
+#[inline(always)]
 unsafe fn blocks<K: Micro>(
     a: MatRef,
     b: MatRef,
