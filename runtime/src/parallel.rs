@@ -54,13 +54,13 @@ pub fn threads() -> usize {
 
 /// Runs `f` with every kernel it calls on the calling thread.
 pub fn serial<R>(f: impl FnOnce() -> R) -> R {
-    with_flag(&SERIAL, f)
+    with_cell(&SERIAL, true, f)
 }
 
 /// Runs `f` with the `grads` it calls on this thread taking whole batches (tests
 /// compare the two paths; `set_batch_split` is the process-wide switch).
 pub fn whole_batch<R>(f: impl FnOnce() -> R) -> R {
-    with_flag(&WHOLE, f)
+    with_cell(&WHOLE, true, f)
 }
 
 /// How many split steps (`join_parts`) this thread has run: tests check a step split.
@@ -68,15 +68,20 @@ pub fn split_steps() -> usize {
     SPLIT_STEPS.with(Cell::get)
 }
 
-/// `f` with the thread-local `flag` set, restored after (also on a panic).
-fn with_flag<R>(flag: &'static std::thread::LocalKey<Cell<bool>>, f: impl FnOnce() -> R) -> R {
-    struct Restore(&'static std::thread::LocalKey<Cell<bool>>, bool);
-    impl Drop for Restore {
+/// `f` with the thread-local `cell` holding `value`, its old value restored after (also
+/// on a panic).
+fn with_cell<T: Copy, R>(
+    cell: &'static std::thread::LocalKey<Cell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: Copy + 'static>(&'static std::thread::LocalKey<Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Restore<T> {
         fn drop(&mut self) {
-            self.0.with(|s| s.set(self.1));
+            self.0.with(|c| c.set(self.1));
         }
     }
-    let _restore = Restore(flag, flag.with(|s| s.replace(true)));
+    let _restore = Restore(cell, cell.with(|c| c.replace(value)));
     f()
 }
 
@@ -135,16 +140,12 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
     let (whole, steps) = (WHOLE.with(Cell::get), SPLIT_STEPS.with(Cell::get));
     let (out, steps) = rayon::scope(|_| {
-        struct Restore(bool, usize);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                WHOLE.with(|w| w.set(self.0));
-                SPLIT_STEPS.with(|n| n.set(self.1));
-            }
-        }
-        let _restore = Restore(WHOLE.with(|w| w.replace(whole)), SPLIT_STEPS.with(|n| n.replace(steps)));
-        let out = f();
-        (out, SPLIT_STEPS.with(Cell::get))
+        with_cell(&WHOLE, whole, || {
+            with_cell(&SPLIT_STEPS, steps, || {
+                let out = f();
+                (out, SPLIT_STEPS.with(Cell::get))
+            })
+        })
     });
     SPLIT_STEPS.with(|n| n.set(steps));
     out

@@ -186,32 +186,47 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
 /// two gradient sets (`combine`); `train_step` hands them to the optimizer, which adds
 /// them inside its own pass (`Optimizer::update_sum`).
 fn split_grads(p: &Program) -> TokenStream {
-    let (why, parts) = match split::analyse(p) {
-        Ok(split) => (
-            format!(
-                " The loss is a sum over the examples along `{}` (axis 0 of every input), so a \
-                 batch runs as two halves side by side (`adjoint::parallel`), their gradients \
-                 weighted and added.",
-                split.dim
-            ),
-            split_parts(p, split.exponent),
-        ),
+    let (why, parts_doc, parts_body, spare) = match split::analyse(p) {
+        Ok(split) => {
+            let (body, spare) = split_parts(p, split.exponent);
+            (
+                format!(
+                    " The loss is a sum over the examples along `{}` (axis 0 of every input), so \
+                     a batch runs as two halves side by side (`adjoint::parallel`), their \
+                     gradients weighted and added.",
+                    split.dim
+                ),
+                quote! {
+                    /// The loss and the gradients, whole (`None`) or as two parts: the first part's
+                    /// in `grads`, the second's returned with the two parts' weights.
+                },
+                body,
+                spare,
+            )
+        }
         Err(why) => (
             format!(" Runs the whole batch at once: it cannot be split ({why})."),
             quote! {
                 /// The loss and the gradients of the whole batch: it is never split.
-                fn grads_parts(
-                    params: &Params,
-                    inputs: &Inputs,
-                    grads: &mut Grads,
-                ) -> Result<(f32, ::core::option::Option<(Grads, f32, f32)>)> {
-                    Ok((grads_whole(params, inputs, grads)?, None))
-                }
-
+            },
+            quote!(Ok((grads_whole(params, inputs, grads)?, None))),
+            quote! {
                 /// Nothing to keep: the batch is never split.
                 fn keep_spare(_: Grads) {}
             },
         ),
+    };
+    let parts = quote! {
+        #parts_doc
+        fn grads_parts(
+            params: &Params,
+            inputs: &Inputs,
+            grads: &mut Grads,
+        ) -> Result<(f32, ::core::option::Option<(Grads, f32, f32)>)> {
+            #parts_body
+        }
+
+        #spare
     };
     quote! {
         /// The loss, and every parameter's gradient written into `grads` (resized to
@@ -267,18 +282,11 @@ fn split_grads(p: &Program) -> TokenStream {
     }
 }
 
-/// `grads_parts` and `keep_spare` for a batch that splits: two halves side by side,
-/// the second's gradient buffers kept from step to step.
-fn split_parts(p: &Program, exponent: i32) -> TokenStream {
+/// The body of `grads_parts` for a batch that splits (two halves side by side), and
+/// `keep_spare` with the second half's gradient buffers kept from step to step.
+fn split_parts(p: &Program, exponent: i32) -> (TokenStream, TokenStream) {
     let fields: Vec<_> = p.inputs.iter().map(|i| emit::field(&i.name)).collect();
-    quote! {
-        /// The loss and the gradients, whole (`None`) or as two parts: the first part's
-        /// in `grads`, the second's returned with the two parts' weights.
-        fn grads_parts(
-            params: &Params,
-            inputs: &Inputs,
-            grads: &mut Grads,
-        ) -> Result<(f32, ::core::option::Option<(Grads, f32, f32)>)> {
+    let body = quote! {
             let __sizes = [#(inputs.#fields.shape().first().copied().unwrap_or(0)),*];
             let __param_elems = || params.named().iter().map(|(_, t)| t.len()).sum();
             let Some(__first) = ::adjoint::parallel::split_point(&__sizes, __param_elems) else {
@@ -300,8 +308,8 @@ fn split_parts(p: &Program, exponent: i32) -> TokenStream {
             let (__la, __lb) = (__la?, __lb?);
             let (__wa, __wb) = ::adjoint::parallel::part_weights(__sizes[0], __first, #exponent);
             Ok((__wa * __la + __wb * __lb, Some((__spare, __wa, __wb))))
-        }
-
+    };
+    let spare = quote! {
         /// Keeps the second part's gradient buffers for the next step.
         fn keep_spare(spare: Grads) {
             if let Ok(mut s) = SPARE_GRADS.lock() {
@@ -311,7 +319,8 @@ fn split_parts(p: &Program, exponent: i32) -> TokenStream {
 
         /// `grads`' buffers for the second half of a batch.
         static SPARE_GRADS: ::std::sync::Mutex<::core::option::Option<Grads>> = ::std::sync::Mutex::new(None);
-    }
+    };
+    (body, spare)
 }
 
 /// `Outputs` and `outputs`: the model's `output` values, without the backward pass.
