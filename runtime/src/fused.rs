@@ -347,7 +347,8 @@ pub fn exp(x: f32) -> f32 {
     // Round to nearest by the 1.5·2²³ trick (|x·log2 e| < 2²²): `round()` is a libm
     // call on baseline x86-64 and would stop the loop vectorising.
     const MAGIC: f32 = 12_582_912.0;
-    let n = (xc * LOG2E + MAGIC) - MAGIC;
+    let shifted = xc * LOG2E + MAGIC;
+    let n = shifted - MAGIC;
     let r = xc - n * LN2_HI - n * LN2_LO;
     // Cephes' expf polynomial.
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
@@ -355,9 +356,12 @@ pub fn exp(x: f32) -> f32 {
         * r
         + 5e-1;
     let e = p * r * r + r + 1.0;
+    // The integer `n` from the low bits of `shifted` (1.5·2²³ + n, exact for |n| < 2²²):
+    // `n as i32` saturates, which the compiler does lane by lane with scalar
+    // conversions (a vectorised exp cost 4.5 cycles an element that way).
+    let n = shifted.to_bits() as i32 - MAGIC.to_bits() as i32;
     // 2ⁿ in two factors: near the ends of the range one alone would overflow the
     // exponent field (n = 128) or flush to zero (n = −127).
-    let n = n as i32;
     let half = n >> 1;
     let pow2 = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
     let y = e * pow2(half) * pow2(n - half);
