@@ -26,7 +26,7 @@ pub enum Method {
 
 // Updates run over the pool in fixed chunks (`parallel::CHUNK`): each element's
 // update reads only its own values, so the result does not depend on the split.
-use crate::parallel::{CHUNK, weighted_add};
+use crate::parallel::{CHUNK, for_each_chunk, weighted_add};
 
 /// An optimizer's method, step count and state.
 #[derive(Clone, Debug)]
@@ -184,14 +184,7 @@ impl Optimizer {
                 chunks.push(Chunk { rule, p, moments: mv, grad: g });
             }
         }
-        // A parallel iterator called from outside the pool hands even one task to a pool
-        // thread and waits for it: a few small chunks stay on this thread.
-        if chunks.len() <= 4 {
-            chunks.into_iter().for_each(Chunk::run);
-        } else {
-            use rayon::prelude::*;
-            chunks.into_par_iter().for_each(Chunk::run);
-        }
+        for_each_chunk(chunks, Chunk::run);
         Ok(())
     }
     /// The state to checkpoint: AdamW's moments by `adamw.m.NAME` / `adamw.v.NAME`.
@@ -397,6 +390,16 @@ impl Schedule {
 mod tests {
     use super::*;
 
+    /// `(name, &tensor)` lists, as the generated `named` returns them.
+    fn refs(ts: &[(String, ArrayD<f32>)]) -> Vec<(String, &ArrayD<f32>)> {
+        ts.iter().map(|(n, t)| (n.clone(), t)).collect()
+    }
+
+    /// `(name, &mut tensor)` lists, as the generated `named_mut` returns them.
+    fn refs_mut(ts: &mut [(String, ArrayD<f32>)]) -> Vec<(String, &mut ArrayD<f32>)> {
+        ts.iter_mut().map(|(n, t)| (n.clone(), t)).collect()
+    }
+
     fn arr(v: &[f32], shape: &[usize]) -> ArrayD<f32> {
         ArrayD::from_shape_vec(shape.to_vec(), v.to_vec()).unwrap()
     }
@@ -456,23 +459,14 @@ mod tests {
             for step in 0..3 {
                 let (mut g1, mut g2) = (tensors(10 + step), tensors(10 + step));
                 let other = tensors(20 + step);
-                let other: Vec<(String, &ArrayD<f32>)> = other.iter().map(|(n, t)| (n.clone(), t)).collect();
+                let other = refs(&other);
                 // The reference: the parts added first (by hand: `combine` wants
                 // contiguous tensors), then the plain update.
                 for ((_, g), (_, o)) in g1.iter_mut().zip(&other) {
                     g.zip_mut_with(*o, |g, &o| *g = 0.25 * *g + 0.75 * o);
                 }
-                let g1_ref: Vec<(String, &ArrayD<f32>)> = g1.iter().map(|(n, t)| (n.clone(), t)).collect();
-                o1.update(0.1, p1.iter_mut().map(|(n, t)| (n.clone(), t)).collect(), &g1_ref).unwrap();
-                o2.update_sum(
-                    0.1,
-                    p2.iter_mut().map(|(n, t)| (n.clone(), t)).collect(),
-                    g2.iter_mut().map(|(n, t)| (n.clone(), t)).collect(),
-                    0.25,
-                    &other,
-                    0.75,
-                )
-                .unwrap();
+                o1.update(0.1, refs_mut(&mut p1), &refs(&g1)).unwrap();
+                o2.update_sum(0.1, refs_mut(&mut p2), refs_mut(&mut g2), 0.25, &other, 0.75).unwrap();
                 assert_eq!(g1, g2, "{method:?} step {step}: the summed gradients");
                 assert_eq!(p1, p2, "{method:?} step {step}: the parameters");
             }
@@ -481,18 +475,11 @@ mod tests {
         // Mismatched names or shapes: an error, and nothing changes.
         let (mut p, mut g) = (tensors(0), tensors(1));
         let other = tensors(2);
-        let mut other: Vec<(String, &ArrayD<f32>)> = other.iter().map(|(n, t)| (n.clone(), t)).collect();
+        let mut other = refs(&other);
         other[2].0 = "x".into();
         let before = (p.clone(), g.clone());
         let mut o = Optimizer::new(adamw);
-        let e = o.update_sum(
-            0.1,
-            p.iter_mut().map(|(n, t)| (n.clone(), t)).collect(),
-            g.iter_mut().map(|(n, t)| (n.clone(), t)).collect(),
-            1.0,
-            &other,
-            1.0,
-        );
+        let e = o.update_sum(0.1, refs_mut(&mut p), refs_mut(&mut g), 1.0, &other, 1.0);
         assert!(e.is_err());
         assert_eq!((o.steps, o.state().len()), (0, 0));
         assert_eq!((p, g), before);

@@ -173,7 +173,6 @@ pub(crate) fn weighted_add(dst: &mut [f32], w_dst: f32, src: &[f32], w_src: f32)
 /// tensor in one pass over the pool (one hand-off per step, not one per tensor), or on
 /// the calling thread when there are only a few.
 pub fn combine(dst: Vec<(String, &mut Real)>, w_dst: f32, src: &[(String, &Real)], w_src: f32) -> Result<()> {
-    use rayon::prelude::*;
     if dst.len() != src.len() {
         bail!("combine: {} gradients and {} to add", dst.len(), src.len());
     }
@@ -187,13 +186,20 @@ pub fn combine(dst: Vec<(String, &mut Real)>, w_dst: f32, src: &[(String, &Real)
         };
         chunks.extend(d.chunks_mut(CHUNK).zip(s.chunks(CHUNK)));
     }
-    let add = |(d, s): (&mut [f32], &[f32])| weighted_add(d, w_dst, s, w_src);
-    if chunks.len() <= 4 {
-        chunks.into_iter().for_each(add);
-    } else {
-        chunks.into_par_iter().for_each(add);
-    }
+    for_each_chunk(chunks, |(d, s)| weighted_add(d, w_dst, s, w_src));
     Ok(())
+}
+
+/// `f` on every chunk: over the pool, or on the calling thread when there are only a
+/// few (a parallel iterator called from outside the pool hands even one task to a pool
+/// thread and waits for it).
+pub(crate) fn for_each_chunk<T: Send>(chunks: Vec<T>, f: impl Fn(T) + Sync + Send) {
+    use rayon::prelude::*;
+    if chunks.len() <= 4 {
+        chunks.into_iter().for_each(f);
+    } else {
+        chunks.into_par_iter().for_each(f);
+    }
 }
 
 #[cfg(test)]
