@@ -17,10 +17,11 @@ use rayon::prelude::*;
 use crate::error::{Result, bail};
 use crate::fused::{run_chunk, split_outputs, take_rows};
 use crate::gemm::{MatRef, sgemm_strips};
+use crate::math::Arith;
 use crate::ops::{Real, permuted, strided};
 
 /// `c = permute(a, pa) · permute(b, pb)` (2-D; an empty permutation leaves its operand
-/// as it is), then `body(r, c_row, outs_r, scratch)` for every row `r`, as in
+/// as it is), then `body(r, c_row, outs_r, scratch, arith)` for every row `r`, as in
 /// `fused::rows` with `c`'s row as an extra argument. `c` itself is a pooled buffer,
 /// returned to the pool afterwards.
 pub fn product_rows<const K: usize, F>(
@@ -33,7 +34,7 @@ pub fn product_rows<const K: usize, F>(
     body: F,
 ) -> Result<()>
 where
-    F: Fn(usize, &[f32], [&mut [f32]; K], &mut [f32]) + Sync,
+    F: Fn(usize, &[f32], [&mut [f32]; K], &mut [f32], Arith) + Sync,
 {
     let (av, bv) = (permuted(a, pa)?, permuted(b, pb)?);
     if av.ndim() != 2 || bv.ndim() != 2 || av.shape()[1] != bv.shape()[0] {
@@ -99,12 +100,12 @@ fn with_row<'a, const K: usize, F>(
     c_rows: &'a [f32],
     first: usize,
     n: usize,
-) -> impl Fn(usize, [&mut [f32]; K], &mut [f32]) + 'a
+) -> impl Fn(usize, [&mut [f32]; K], &mut [f32], Arith) + 'a
 where
-    F: Fn(usize, &[f32], [&mut [f32]; K], &mut [f32]),
+    F: Fn(usize, &[f32], [&mut [f32]; K], &mut [f32], Arith),
 {
     #[inline(always)]
-    move |r, outs, scratch| body(r, &c_rows[(r - first) * n..][..n], outs, scratch)
+    move |r, outs, scratch, arith| body(r, &c_rows[(r - first) * n..][..n], outs, scratch, arith)
 }
 
 #[cfg(test)]
@@ -145,7 +146,7 @@ mod tests {
                         perm,
                         1,
                         [(&mut out[..], n), (&mut sums[..], 1)],
-                        |r, c, [o, s], scratch| {
+                        |r, c, [o, s], scratch, _| {
                             scratch[..n].copy_from_slice(c);
                             for (x, &v) in o.iter_mut().zip(&scratch[..n]) {
                                 *x = v + r as f32;
@@ -170,9 +171,9 @@ mod tests {
         }
         let (a, b) = (tensor(&[3, 4], 0), tensor(&[5, 2], 0));
         let mut out = [0f32; 6];
-        let e = product_rows(&a, &[], &b, &[], 0, [(&mut out[..], 2)], |_, _, _, _| {}).unwrap_err();
+        let e = product_rows(&a, &[], &b, &[], 0, [(&mut out[..], 2)], |_, _, _, _, _| {}).unwrap_err();
         assert!(e.message.contains("not a 2-D product"), "{e}");
-        let e = product_rows(&a, &[], &tensor(&[4, 2], 0), &[], 0, [(&mut out[..5], 2)], |_, _, _, _| {});
+        let e = product_rows(&a, &[], &tensor(&[4, 2], 0), &[], 0, [(&mut out[..5], 2)], |_, _, _, _, _| {});
         assert!(e.is_err(), "an output of the wrong size");
     }
 }

@@ -1,5 +1,5 @@
-//! What fused loops call: the row driver, checked flat views of tensors, and the scalar
-//! functions and row reductions a loop body uses.
+//! What fused loops call: the row driver, checked flat views of tensors, and the row
+//! reductions a loop body uses (its elementwise functions are in `math`).
 //!
 //! The code generator turns each chain of elementwise ops and last-axis reductions into
 //! one closure run per row (`rows`). This module owns everything about running it:
@@ -8,7 +8,9 @@
 //! part works because `rows` is generic over the closure: the closure's body is inlined
 //! into a `#[target_feature]` function here (AVX-512, AVX2+FMA, or the portable build,
 //! chosen at run time), so the loops the user's crate emitted are vectorised for the
-//! machine they run on without the user's crate enabling anything.
+//! machine they run on without the user's crate enabling anything. Each build also
+//! hands the body its `math::Arith` as a constant (fused multiply-adds in the AVX2 and
+//! AVX-512 builds), which the inlined body's polynomials fold in.
 //!
 //! Every view is checked against the shape the generated code expects: a tensor of the
 //! wrong shape is an `Err`, never an out-of-bounds read.
@@ -18,6 +20,7 @@ use rayon::prelude::*;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::{Result, bail};
+use crate::math::Arith;
 use crate::ops::{Index, Real};
 
 /// Below this many elements per output row block, a loop stays on the calling thread:
@@ -136,9 +139,10 @@ pub fn offset(mut r: usize, dims: &[usize], strides: &[usize]) -> usize {
     off
 }
 
-/// Runs `body(r, outs, scratch)` for every row `r < rows`. Output `k` is `outs[k].0`,
-/// `outs[k].1` elements per row; `body` gets row `r`'s part of each, and `scratch_rows`
-/// rows of `width` scratch floats it may use freely. Rows are split over the pool when
+/// Runs `body(r, outs, scratch, arith)` for every row `r < rows`. Output `k` is
+/// `outs[k].0`, `outs[k].1` elements per row; `body` gets row `r`'s part of each,
+/// `scratch_rows` rows of `width` scratch floats it may use freely, and the arithmetic
+/// the build running it may use for `math`'s functions. Rows are split over the pool when
 /// there is enough work; each row is computed the same way on any thread, so results do
 /// not depend on the thread count.
 pub fn rows<const K: usize, F>(
@@ -149,7 +153,7 @@ pub fn rows<const K: usize, F>(
     body: F,
 ) -> Result<()>
 where
-    F: Fn(usize, [&mut [f32]; K], &mut [f32]) + Sync,
+    F: Fn(usize, [&mut [f32]; K], &mut [f32], Arith) + Sync,
 {
     let (mut bufs, per_row) = split_outputs(rows, outs)?;
     let threads = crate::gemm::threads().max(1);
@@ -217,7 +221,7 @@ pub(crate) fn run_chunk<const K: usize, F>(
     scratch: &mut [f32],
     body: &F,
 ) where
-    F: Fn(usize, [&mut [f32]; K], &mut [f32]),
+    F: Fn(usize, [&mut [f32]; K], &mut [f32], Arith),
 {
     match path() {
         #[cfg(target_arch = "x86_64")]
@@ -232,7 +236,7 @@ pub(crate) fn run_chunk<const K: usize, F>(
             // AVX2 and FMA, all `chunk_avx2` enables; the function itself is safe code.
             unsafe { chunk_avx2(r0, r1, part, per_row, scratch, body) }
         }
-        _ => chunk(r0, r1, part, per_row, scratch, body),
+        _ => chunk(r0, r1, part, per_row, scratch, body, Arith::NATIVE),
     }
 }
 
@@ -250,9 +254,9 @@ macro_rules! chunk_build {
             scratch: &mut [f32],
             body: &F,
         ) where
-            F: Fn(usize, [&mut [f32]; K], &mut [f32]),
+            F: Fn(usize, [&mut [f32]; K], &mut [f32], Arith),
         {
-            chunk(r0, r1, part, per_row, scratch, body)
+            chunk(r0, r1, part, per_row, scratch, body, Arith::FMA)
         }
     };
 }
@@ -270,12 +274,13 @@ fn chunk<const K: usize, F>(
     per_row: &[usize; K],
     scratch: &mut [f32],
     body: &F,
+    arith: Arith,
 ) where
-    F: Fn(usize, [&mut [f32]; K], &mut [f32]),
+    F: Fn(usize, [&mut [f32]; K], &mut [f32], Arith),
 {
     for r in r0..r1 {
         let row = take_rows(&mut part, per_row, 1);
-        body(r, row, scratch);
+        body(r, row, scratch, arith);
     }
 }
 
@@ -331,71 +336,9 @@ pub fn max(x: &[f32]) -> f32 {
     if nan { f32::NAN } else { best }
 }
 
-/// `eˣ` without branches, so loops over it vectorise: range reduction by `ln 2`, a
-/// degree-6 polynomial, and the exponent put in by bit arithmetic. Relative error
-/// within 2e-7 (tested against f64); 0 below −87.3 (where f32 would be subnormal),
-/// +∞ above 88.7, NaN for NaN.
-#[inline]
-pub fn exp(x: f32) -> f32 {
-    const HI: f32 = 88.722_83;
-    const LO: f32 = -87.336_54;
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split in two so `x − n·ln 2` is exact to f32 precision.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let xc = x.clamp(LO, HI);
-    // Round to nearest by the 1.5·2²³ trick (|x·log2 e| < 2²²): `round()` is a libm
-    // call on baseline x86-64 and would stop the loop vectorising.
-    const MAGIC: f32 = 12_582_912.0;
-    let shifted = xc * LOG2E + MAGIC;
-    let n = shifted - MAGIC;
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    // Cephes' expf polynomial.
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 5e-1;
-    let e = p * r * r + r + 1.0;
-    // The integer `n` from the low bits of `shifted` (1.5·2²³ + n, exact for |n| < 2²²):
-    // `n as i32` saturates, which the compiler does lane by lane with scalar
-    // conversions (a vectorised exp cost 4.5 cycles an element that way).
-    let n = shifted.to_bits() as i32 - MAGIC.to_bits() as i32;
-    // 2ⁿ in two factors: near the ends of the range one alone would overflow the
-    // exponent field (n = 128) or flush to zero (n = −127).
-    let half = n >> 1;
-    let pow2 = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
-    let y = e * pow2(half) * pow2(n - half);
-    if x < LO {
-        0.0
-    } else if x > HI {
-        f32::INFINITY
-    } else if x.is_nan() {
-        x
-    } else {
-        y
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exp_is_accurate_and_total() {
-        let mut worst = 0f64;
-        for i in -870_000..=887_000 {
-            let x = i as f32 * 1e-4;
-            let want = f64::from(x).exp();
-            let rel = ((f64::from(exp(x)) - want) / want).abs();
-            worst = worst.max(rel);
-        }
-        assert!(worst < 2e-7, "worst relative error {worst:e}");
-        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp(-1e4), 0.0);
-        assert_eq!(exp(1e4), f32::INFINITY);
-        assert_eq!(exp(0.0), 1.0);
-        assert!(exp(f32::NAN).is_nan());
-    }
 
     #[test]
     fn reductions_match_sequential_ones_on_every_tail_length() {
@@ -429,7 +372,7 @@ mod tests {
             assert_eq!(path(), cap);
             let mut a = vec![0f32; rows_n * width];
             let mut b = vec![0f32; rows_n];
-            rows(rows_n, width, 2, [(&mut a[..], width), (&mut b[..], 1)], |r, [a, b], s| {
+            rows(rows_n, width, 2, [(&mut a[..], width), (&mut b[..], 1)], |r, [a, b], s, _| {
                 let [s0, s1] = scratch::<2>(s, width);
                 for c in 0..width {
                     s0[c] = (r * width + c) as f32;
@@ -444,7 +387,7 @@ mod tests {
             assert!(b.iter().all(|&v| v == width as f32), "{cap:?}");
         }
         let mut short = [0f32; 5];
-        assert!(rows(2, 3, 0, [(&mut short[..], 3)], |_, _, _| {}).is_err());
+        assert!(rows(2, 3, 0, [(&mut short[..], 3)], |_, _, _, _| {}).is_err());
     }
 
     #[test]

@@ -97,6 +97,7 @@ pub mod error;
 pub mod fused;
 pub mod gemm;
 pub mod init;
+pub mod math;
 pub mod microkernel;
 pub mod ops;
 pub mod optim;

@@ -403,7 +403,7 @@ pub fn emit_group(
             ::adjoint::fused::rows(
                 __rows, __n, #scratch, #outs,
                 #[inline(always)]
-                |__r, [#(#out_idents),*], __scratch| { #row_body },
+                |__r, [#(#out_idents),*], __scratch, __arith| { #row_body },
             )?;
         },
         Some(e) => {
@@ -413,7 +413,7 @@ pub fn emit_group(
                 ::adjoint::epilogue::product_rows(
                     #operands, #scratch, #outs,
                     #[inline(always)]
-                    |__r, __prod: &[f32], [#(#out_idents),*], __scratch| { #row_body },
+                    |__r, __prod: &[f32], [#(#out_idents),*], __scratch, __arith| { #row_body },
                 )?;
             }
         }

@@ -231,7 +231,9 @@ impl Pointwise {
     }
 
     /// One element of this op inside a fused loop, from its operands' values (`f32`
-    /// expressions); `konst` hoists a constant out of the loop.
+    /// expressions); `konst` hoists a constant out of the loop. Transcendental ops call
+    /// `::adjoint::math` through the loop body's `__arith` (fused multiply-adds where
+    /// the build running the body has them).
     pub fn emit_scalar(&self, x: &[TokenStream], konst: &dyn Fn(&Scalar) -> TokenStream) -> TokenStream {
         let a = &x[0];
         match self {
@@ -260,14 +262,14 @@ impl Pointwise {
                 let c = konst(c);
                 quote!(#a + #c)
             }
-            Pointwise::Exp => quote!(::adjoint::fused::exp(#a)),
+            Pointwise::Exp => quote!(__arith.exp(#a)),
             Pointwise::Log => quote!(f32::ln(#a)),
-            Pointwise::Tanh => quote!(::adjoint::ops::fast_tanh(#a)),
+            Pointwise::Tanh => quote!(__arith.tanh(#a)),
             Pointwise::Sqrt => quote!(f32::sqrt(#a)),
             Pointwise::Relu => quote!(f32::max(#a, 0.0)),
             Pointwise::Step => quote!(if #a > 0.0 { 1.0f32 } else { 0.0f32 }),
-            Pointwise::Gelu => quote!(::adjoint::ops::gelu_scalar(#a)),
-            Pointwise::GeluGrad => quote!(::adjoint::ops::gelu_grad_scalar(#a)),
+            Pointwise::Gelu => quote!(__arith.gelu(#a)),
+            Pointwise::GeluGrad => quote!(__arith.gelu_grad(#a)),
             Pointwise::StopGrad => quote!(#a),
         }
     }

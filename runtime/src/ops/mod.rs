@@ -20,13 +20,12 @@ pub(crate) use matmul::{permuted, strided};
 use ndarray::{ArrayD, Axis, IxDyn, Zip};
 
 use crate::error::{Error, Result, bail};
+use crate::math::Arith;
 
 /// Real tensors.
 pub type Real = ArrayD<f32>;
 /// Index tensors (token ids, targets).
 pub type Index = ArrayD<i32>;
-
-const GELU_C: f32 = 0.044715;
 
 fn same_shape(op: &str, a: &Real, b: &Real) -> Result<()> {
     if a.shape() != b.shape() {
@@ -79,33 +78,9 @@ pub fn log(a: &Real) -> Real {
     a.mapv(f32::ln)
 }
 pub fn tanh(a: &Real) -> Real {
-    a.mapv(fast_tanh)
+    a.mapv(|x| Arith::NATIVE.tanh(x))
 }
 
-/// `tanh` as a rational function of degree 13/6 on [−7.9, 7.9] (the odd-polynomial form
-/// Eigen uses), clamped beyond: no branches, so loops over it vectorise, and several
-/// times faster than libm's `tanhf`. Error within 5e-7 absolute (a few f32 ulps; tested
-/// against f64), and it is exactly odd and saturates at ±1.
-#[inline]
-pub fn fast_tanh(x: f32) -> f32 {
-    const CLAMP: f32 = 7.905_311;
-    const A: [f32; 7] = [
-        4.893_524_6e-3,
-        6.372_619_3e-4,
-        1.485_722_4e-5,
-        5.122_297e-8,
-        -8.604_672e-11,
-        2.000_188e-13,
-        -2.760_768_5e-16,
-    ];
-    const B: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
-    let x = x.clamp(-CLAMP, CLAMP);
-    let x2 = x * x;
-    // Plain multiply-adds: `mul_add` is a libm call on targets built without FMA.
-    let p = ((((((A[6] * x2 + A[5]) * x2 + A[4]) * x2 + A[3]) * x2 + A[2]) * x2 + A[1]) * x2) + A[0];
-    let q = ((B[3] * x2 + B[2]) * x2 + B[1]) * x2 + B[0];
-    x * p / q
-}
 pub fn sqrt(a: &Real) -> Real {
     a.mapv(f32::sqrt)
 }
@@ -118,24 +93,11 @@ pub fn step(a: &Real) -> Real {
 }
 /// GELU, tanh form: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
 pub fn gelu(a: &Real) -> Real {
-    a.mapv(gelu_scalar)
+    a.mapv(|x| Arith::NATIVE.gelu(x))
 }
 /// GELU's derivative.
 pub fn gelu_grad(a: &Real) -> Real {
-    a.mapv(gelu_grad_scalar)
-}
-/// GELU of one value.
-#[inline]
-pub fn gelu_scalar(x: f32) -> f32 {
-    let k = (2.0 / std::f32::consts::PI).sqrt();
-    0.5 * x * (1.0 + fast_tanh(k * (x + GELU_C * x * x * x)))
-}
-/// GELU's derivative at one value.
-#[inline]
-pub fn gelu_grad_scalar(x: f32) -> f32 {
-    let k = (2.0 / std::f32::consts::PI).sqrt();
-    let t = fast_tanh(k * (x + GELU_C * x * x * x));
-    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * GELU_C * x * x)
+    a.mapv(|x| Arith::NATIVE.gelu_grad(x))
 }
 
 pub fn sum(a: &Real, axis: usize) -> Result<Real> {
@@ -318,25 +280,6 @@ pub fn scalar(a: &Real) -> Result<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fast_tanh_is_accurate_odd_and_saturating() {
-        let mut worst = 0f64;
-        for i in -200_000..=200_000 {
-            let x = i as f32 * 1e-4; // [-20, 20]
-            let err = (f64::from(fast_tanh(x)) - f64::from(x).tanh()).abs();
-            worst = worst.max(err);
-            assert_eq!(fast_tanh(-x), -fast_tanh(x));
-        }
-        assert!(worst < 5e-7, "worst absolute error {worst:e}");
-        for x in [1e-30f32, 1e-8, 1e-4] {
-            let rel = (f64::from(fast_tanh(x)) / f64::from(x).tanh() - 1.0).abs();
-            assert!(rel < 1e-6, "relative error {rel:e} at {x}");
-        }
-        assert!(fast_tanh(f32::INFINITY) <= 1.0 && fast_tanh(f32::INFINITY) > 0.999_999);
-        assert!(fast_tanh(1e4) <= 1.0 && fast_tanh(-1e4) >= -1.0);
-        assert!(fast_tanh(f32::NAN).is_nan());
-    }
 
     #[test]
     fn sums_along_every_axis_match_ndarray() {
