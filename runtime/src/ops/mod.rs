@@ -120,13 +120,64 @@ pub fn sum(a: &Real, axis: usize) -> Result<Real> {
         } else if inner == 1 {
             dst[0] = crate::fused::sum(block);
         } else {
-            dst.copy_from_slice(&block[..inner]);
-            for row in block[inner..].chunks_exact(inner) {
-                dst.iter_mut().zip(row).for_each(|(d, &x)| *d += x);
-            }
+            column_sums(block, inner, dst);
         }
     }
     ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(shape_err("sum"))
+}
+
+/// `dst[j] = Σ_r block[r·inner + j]`, each column summed in row order, in the best
+/// build the CPU has (the baseline build adds 4 floats at a time and goes through
+/// `dst` in memory for every row; this one keeps 64 columns in registers down all the
+/// rows: tiny config, per-statement harness, the bias gradients' sums 0.043 → 0.022–0.024 ms
+/// of core time a step).
+fn column_sums(block: &[f32], inner: usize, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+        fn avx512(block: &[f32], inner: usize, dst: &mut [f32]) {
+            column_sums_body(block, inner, dst)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(block: &[f32], inner: usize, dst: &mut [f32]) {
+            column_sums_body(block, inner, dst)
+        }
+        match crate::fused::path() {
+            // SAFETY: `fused::path` returns `Avx512` only after `is_x86_feature_detected!`
+            // found every feature `avx512` enables; the function itself is safe code.
+            crate::fused::Path::Avx512 => return unsafe { avx512(block, inner, dst) },
+            // SAFETY: as above, for AVX2 and FMA.
+            crate::fused::Path::Avx2 => return unsafe { avx2(block, inner, dst) },
+            crate::fused::Path::Portable => {}
+        }
+    }
+    column_sums_body(block, inner, dst)
+}
+
+/// `column_sums`' loops, inlined into each build.
+#[inline(always)]
+fn column_sums_body(block: &[f32], inner: usize, dst: &mut [f32]) {
+    const W: usize = 64;
+    let rows = block.len() / inner;
+    let mut j0 = 0;
+    while j0 + W <= inner {
+        let mut acc: [f32; W] = block[j0..j0 + W].try_into().expect("W floats");
+        for r in 1..rows {
+            let row: &[f32; W] = block[r * inner + j0..][..W].try_into().expect("W floats");
+            for (a, &x) in acc.iter_mut().zip(row) {
+                *a += x;
+            }
+        }
+        dst[j0..j0 + W].copy_from_slice(&acc);
+        j0 += W;
+    }
+    if j0 < inner {
+        let dst = &mut dst[j0..inner];
+        dst.copy_from_slice(&block[j0..inner]);
+        for row in block[inner..].chunks_exact(inner) {
+            dst.iter_mut().zip(&row[j0..]).for_each(|(d, &x)| *d += x);
+        }
+    }
 }
 
 pub fn max(a: &Real, axis: usize) -> Result<Real> {
@@ -283,8 +334,18 @@ mod tests {
 
     #[test]
     fn sums_along_every_axis_match_ndarray() {
-        for shape in [vec![7usize], vec![1, 5], vec![33, 1], vec![4, 0, 3], vec![3, 17, 9], vec![2, 3, 4, 5]]
-        {
+        let shapes = [
+            vec![7usize],
+            vec![1, 5],
+            vec![33, 1],
+            vec![4, 0, 3],
+            vec![3, 17, 9],
+            vec![2, 3, 4, 5],
+            // Whole 64-column blocks, with and without a remainder.
+            vec![5, 128],
+            vec![3, 7, 150],
+        ];
+        for shape in shapes {
             let n: usize = shape.iter().product();
             let a =
                 Real::from_shape_vec(IxDyn(&shape), (0..n).map(|i| (i % 13) as f32 - 6.0).collect()).unwrap();
@@ -293,6 +354,17 @@ mod tests {
                 let got = sum(&a, axis).unwrap();
                 assert_eq!(got.shape(), want.shape(), "{shape:?} axis {axis}");
                 assert!(got.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-4), "{shape:?} axis {axis}");
+            }
+            // The best build's column sums equal the baseline build's, bit for bit (the
+            // same sums in the same order).
+            if let [.., rows, inner] = shape[..] {
+                let data = a.as_slice().unwrap();
+                let (mut best, mut baseline) = (vec![0f32; inner], vec![0f32; inner]);
+                if rows > 0 {
+                    column_sums(&data[..rows * inner], inner, &mut best);
+                    column_sums_body(&data[..rows * inner], inner, &mut baseline);
+                    assert_eq!(best, baseline, "{shape:?}");
+                }
             }
             // A transposed view takes the general path.
             if shape.len() >= 2 {
