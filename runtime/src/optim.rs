@@ -68,27 +68,23 @@ impl Optimizer {
     /// memory (each chunk summed, then updated while in cache) and one hand-off to the
     /// thread pool for both, where combining first and updating after took two passes
     /// and a hand-off per large tensor (tiny config: 2.6% of the step in the update
-    /// alone, `perf`). Parameters, gradients and `other` are matched by name; any
-    /// mismatch is an error before anything changes.
+    /// alone, `perf`). `grads[k]` and `other[k]` are the gradients of `params[k]` (the
+    /// generated `tensors()` lists, in `named()` order); lists of different lengths or
+    /// a tensor of another shape are an error before anything changes.
     pub fn update_sum(
         &mut self,
         lr: f32,
         params: Vec<(String, &mut ArrayD<f32>)>,
-        grads: Vec<(String, &mut ArrayD<f32>)>,
+        grads: Vec<&mut ArrayD<f32>>,
         w_grads: f32,
-        other: &[(String, &ArrayD<f32>)],
+        other: &[&ArrayD<f32>],
         w_other: f32,
     ) -> Result<()> {
-        let mut grads: BTreeMap<String, &mut ArrayD<f32>> = grads.into_iter().collect();
-        let other: BTreeMap<&str, &ArrayD<f32>> = other.iter().map(|(n, g)| (n.as_str(), *g)).collect();
         if grads.len() != params.len() || other.len() != params.len() {
             bail!("{} parameters, {} gradients and {} to add", params.len(), grads.len(), other.len());
         }
         let mut sums = Vec::with_capacity(params.len());
-        for (name, p) in params {
-            let (Some(g), Some(o)) = (grads.remove(&name), other.get(name.as_str())) else {
-                bail!("no gradient for parameter `{name}`");
-            };
+        for (((name, p), g), o) in params.into_iter().zip(grads).zip(other) {
             if g.shape() != p.shape() || o.shape() != p.shape() {
                 bail!(
                     "gradients of `{name}` have shapes {:?} and {:?}, the parameter {:?}",
@@ -400,6 +396,11 @@ mod tests {
         ts.iter_mut().map(|(n, t)| (n.clone(), t)).collect()
     }
 
+    /// The tensors alone, as the generated `tensors` returns them.
+    fn tensors_of(ts: &[(String, ArrayD<f32>)]) -> Vec<&ArrayD<f32>> {
+        ts.iter().map(|(_, t)| t).collect()
+    }
+
     fn arr(v: &[f32], shape: &[usize]) -> ArrayD<f32> {
         ArrayD::from_shape_vec(shape.to_vec(), v.to_vec()).unwrap()
     }
@@ -458,28 +459,34 @@ mod tests {
             let (mut o1, mut o2) = (Optimizer::new(method), Optimizer::new(method));
             for step in 0..3 {
                 let (mut g1, mut g2) = (tensors(10 + step), tensors(10 + step));
-                let other = tensors(20 + step);
-                let other = refs(&other);
+                let other_owned = tensors(20 + step);
+                let other = refs(&other_owned);
                 // The reference: the parts added first (by hand: `combine` wants
                 // contiguous tensors), then the plain update.
                 for ((_, g), (_, o)) in g1.iter_mut().zip(&other) {
                     g.zip_mut_with(*o, |g, &o| *g = 0.25 * *g + 0.75 * o);
                 }
                 o1.update(0.1, refs_mut(&mut p1), &refs(&g1)).unwrap();
-                o2.update_sum(0.1, refs_mut(&mut p2), refs_mut(&mut g2), 0.25, &other, 0.75).unwrap();
+                let g2_refs = g2.iter_mut().map(|(_, g)| g).collect();
+                o2.update_sum(0.1, refs_mut(&mut p2), g2_refs, 0.25, &tensors_of(&other_owned), 0.75)
+                    .unwrap();
                 assert_eq!(g1, g2, "{method:?} step {step}: the summed gradients");
                 assert_eq!(p1, p2, "{method:?} step {step}: the parameters");
             }
             assert_eq!(o1.state(), o2.state());
         }
-        // Mismatched names or shapes: an error, and nothing changes.
+        // A shape mismatch in the last tensor, or a list too short: an error, and
+        // nothing changes.
         let (mut p, mut g) = (tensors(0), tensors(1));
-        let other = tensors(2);
-        let mut other = refs(&other);
-        other[2].0 = "x".into();
+        let mut other = tensors(2);
+        other[2].1 = arr(&data(3, 0), &[3]);
         let before = (p.clone(), g.clone());
         let mut o = Optimizer::new(adamw);
-        let e = o.update_sum(0.1, refs_mut(&mut p), refs_mut(&mut g), 1.0, &other, 1.0);
+        let g_refs = g.iter_mut().map(|(_, g)| g).collect();
+        let e = o.update_sum(0.1, refs_mut(&mut p), g_refs, 1.0, &tensors_of(&other), 1.0);
+        assert!(e.is_err());
+        let g_refs = g.iter_mut().map(|(_, g)| g).collect();
+        let e = o.update_sum(0.1, refs_mut(&mut p), g_refs, 1.0, &tensors_of(&other)[..2], 1.0);
         assert!(e.is_err());
         assert_eq!((o.steps, o.state().len()), (0, 0));
         assert_eq!((p, g), before);

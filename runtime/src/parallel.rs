@@ -168,21 +168,23 @@ pub(crate) fn weighted_add(dst: &mut [f32], w_dst: f32, src: &[f32], w_src: f32)
     dst.iter_mut().zip(src).for_each(|(d, &s)| *d = w_dst * *d + w_src * s);
 }
 
-/// `dst[i] = w_dst · dst[i] + w_src · src[i]` for every named tensor, matched by name
-/// and shape (the two parts' gradients into the whole batch's): the chunks of every
-/// tensor in one pass over the pool (one hand-off per step, not one per tensor), or on
-/// the calling thread when there are only a few.
-pub fn combine(dst: Vec<(String, &mut Real)>, w_dst: f32, src: &[(String, &Real)], w_src: f32) -> Result<()> {
+/// `dst[i] = w_dst · dst[i] + w_src · src[i]` for every tensor, `src[k]` added into
+/// `dst[k]` (the two parts' gradients into the whole batch's, each list in the
+/// parameters' order): the chunks of every tensor in one pass over the pool (one
+/// hand-off per step, not one per tensor), or on the calling thread when there are only
+/// a few. Lists of different lengths, or a pair of different shapes, are an error
+/// before anything changes.
+pub fn combine(dst: Vec<&mut Real>, w_dst: f32, src: &[&Real], w_src: f32) -> Result<()> {
     if dst.len() != src.len() {
         bail!("combine: {} gradients and {} to add", dst.len(), src.len());
     }
+    if let Some(k) = (0..dst.len()).find(|&k| dst[k].shape() != src[k].shape()) {
+        bail!("combine: tensor {k} has shapes {:?} and {:?}", dst[k].shape(), src[k].shape());
+    }
     let mut chunks: Vec<(&mut [f32], &[f32])> = Vec::new();
-    for ((name, d), (other, s)) in dst.into_iter().zip(src) {
-        if name != *other || d.shape() != s.shape() {
-            bail!("combine: `{name}` {:?} and `{other}` {:?} do not match", d.shape(), s.shape());
-        }
+    for (k, (d, s)) in dst.into_iter().zip(src).enumerate() {
         let (Some(d), Some(s)) = (d.as_slice_mut(), s.as_slice()) else {
-            bail!("combine: `{name}` is not contiguous");
+            bail!("combine: tensor {k} is not contiguous");
         };
         chunks.extend(d.chunks_mut(CHUNK).zip(s.chunks(CHUNK)));
     }
@@ -261,13 +263,17 @@ mod tests {
         let big: Vec<f32> = (0..CHUNK * 2 + 3).map(|i| i as f32).collect();
         let (mut a, mut b) = (t(vec![1.0, 2.0]), t(big.clone()));
         let (c, d) = (t(vec![10.0, 20.0]), t(vec![1.0; big.len()]));
-        let src = vec![("a".to_string(), &c), ("b".to_string(), &d)];
-        combine(vec![("a".into(), &mut a), ("b".into(), &mut b)], 0.5, &src, 2.0).unwrap();
+        combine(vec![&mut a, &mut b], 0.5, &[&c, &d], 2.0).unwrap();
         assert_eq!(a.as_slice().unwrap(), &[20.5, 41.0]);
         assert!(b.iter().zip(&big).all(|(&x, &y)| x == 0.5 * y + 2.0));
-        let mut e = t(vec![1.0; 3]);
-        assert!(combine(vec![("a".into(), &mut e)], 1.0, &src[..1], 1.0).is_err());
-        assert!(combine(vec![("x".into(), &mut a)], 1.0, &src[..1], 1.0).is_err());
-        assert!(combine(vec![], 1.0, &src[..1], 1.0).is_err());
+        // A shape mismatch anywhere changes nothing.
+        let (mut e, before) = (t(vec![1.0; 3]), a.clone());
+        assert!(combine(vec![&mut a, &mut e], 1.0, &[&c, &c], 1.0).is_err());
+        assert_eq!(a, before);
+        assert!(combine(vec![], 1.0, &[&c], 1.0).is_err());
+        let strided = ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1.0; 4]).unwrap();
+        let mut strided = strided.reversed_axes();
+        let square = ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1.0; 4]).unwrap();
+        assert!(combine(vec![&mut strided], 1.0, &[&square], 1.0).is_err());
     }
 }

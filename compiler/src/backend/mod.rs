@@ -239,7 +239,7 @@ fn split_grads(p: &Program) -> TokenStream {
             ::adjoint::parallel::on_pool(|| {
                 let (__loss, __parts) = grads_parts(params, inputs, grads)?;
                 if let Some((__spare, __wa, __wb)) = __parts {
-                    let __done = ::adjoint::parallel::combine(grads.named_mut(), __wa, &__spare.named(), __wb);
+                    let __done = ::adjoint::parallel::combine(grads.tensors_mut(), __wa, &__spare.tensors(), __wb);
                     keep_spare(__spare);
                     __done?;
                 }
@@ -265,9 +265,9 @@ fn split_grads(p: &Program) -> TokenStream {
                         let __done = optimizer.update_sum(
                             lr,
                             params.named_mut(),
-                            grads.named_mut(),
+                            grads.tensors_mut(),
                             __wa,
-                            &__spare.named(),
+                            &__spare.tensors(),
                             __wb,
                         );
                         keep_spare(__spare);
@@ -288,7 +288,7 @@ fn split_parts(p: &Program, exponent: i32) -> (TokenStream, TokenStream) {
     let fields: Vec<_> = p.inputs.iter().map(|i| emit::field(&i.name)).collect();
     let body = quote! {
             let __sizes = [#(inputs.#fields.shape().first().copied().unwrap_or(0)),*];
-            let __param_elems = || params.named().iter().map(|(_, t)| t.len()).sum();
+            let __param_elems = || params.tensors().iter().map(|t| t.len()).sum();
             let Some(__first) = ::adjoint::parallel::split_point(&__sizes, __param_elems) else {
                 return Ok((grads_whole(params, inputs, grads)?, None));
             };
