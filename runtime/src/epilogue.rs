@@ -126,9 +126,11 @@ mod tests {
     fn epilogues_see_every_finished_row_on_every_kernel_and_split() {
         let _serial = crate::gemm::tests::KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         // Odd sizes (edge tiles, partial strips), more than one block of `k` and of `b`'s
-        // columns, and a product large enough to be split between threads; `b` read
-        // transposed (packed) and row-major (packed, or read in place).
-        for &(m, k, n) in &[(1, 1, 1), (37, 29, 45), (9, 300, 530), (1030, 130, 150)] {
+        // columns, a product large enough to be split between threads, and one whose
+        // rows span three blocks of `b`'s columns with more rows than a block of `c`
+        // holds (all of `b` packed at once, `c` in blocks of rows); `b` read transposed
+        // (packed) and row-major (packed, or read in place).
+        for &(m, k, n) in &[(1, 1, 1), (37, 29, 45), (9, 300, 530), (1030, 130, 150), (150, 300, 1100)] {
             let a = tensor(&[m, k], 1);
             let bt = tensor(&[n, k], 2);
             let b = crate::ops::permute(&bt, &[1, 0]).unwrap();

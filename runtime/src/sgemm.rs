@@ -53,7 +53,8 @@ pub(crate) unsafe fn sgemm<K: Micro>(
         static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     PACKED.with_borrow_mut(|packed| {
-        let need = KC.min(a.cols) * NC.min(b.cols.div_ceil(K::NR) * K::NR) + 16;
+        let block = KC.min(a.cols) * NC.min(b.cols.div_ceil(K::NR) * K::NR);
+        let need = whole_b::<K>(a, b, on_strip.is_some()).map_or(block, |(len, _)| len) + 16;
         if packed.len() < need {
             packed.resize(need, 0.0);
         }
@@ -73,10 +74,32 @@ pub(crate) unsafe fn sgemm<K: Micro>(
 /// product's fused epilogue runs on them while they are in cache.
 pub(crate) type OnStrip<'a> = &'a mut dyn FnMut(usize, usize, &[f32]);
 
+/// Bytes of `c` per block of rows in a product with an epilogue whose rows span more
+/// than one block of `b`'s columns (`whole_b`).
+const EPILOGUE_ROWS_BYTES: usize = 256 << 10;
+/// The most floats `whole_b` packs at once (16 MiB).
+const WHOLE_B_MAX: usize = 4 << 20;
+
+/// For a product with an epilogue (`on_strip`) whose rows span more than one block of
+/// `b`'s columns: `(floats, rows)` when all of `b` is packed at once (block `(jc, pc)`
+/// at `jc·k + pc·nc`, `nc` the block's columns rounded up to `NR`) and `c` is computed
+/// in blocks of `rows` rows, each through every block of `b`, so that each row is
+/// finished, and its epilogue run, while the block of `c` (256 KiB) is still in L2.
+/// In the column-block order, a row's first columns were written a whole pass over
+/// `c` earlier: the small config's GELU (1024 columns) and cross-entropy (2048) epilogues
+/// read half and three quarters of their rows back from L3. `None`: the usual order.
+fn whole_b<K: Micro>(a: MatRef, b: MatRef, epilogue: bool) -> Option<(usize, usize)> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let len = k * n.div_ceil(K::NR) * K::NR;
+    let rows = (EPILOGUE_ROWS_BYTES / 4 / n.max(1) / K::MR).max(1) * K::MR;
+    (epilogue && n > NC && m > rows && len <= WHOLE_B_MAX && !b_in_place(a, b)).then_some((len, rows))
+}
+
 /// The block loops.
 ///
 /// # Safety
-/// As for `sgemm`; `bp` is 64-byte aligned and holds `min(KC, k) × NC` rounded up.
+/// As for `sgemm`; `bp` is 64-byte aligned and holds `min(KC, k) × NC` rounded up, or
+/// what `whole_b` asks for.
 #[inline(always)]
 unsafe fn blocks<K: Micro>(
     a: MatRef,
@@ -111,78 +134,98 @@ unsafe fn blocks<K: Micro>(
         return;
     }
     let in_place = b_in_place(a, b);
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            if !in_place {
-                pack_b(b, pc, kc, jc, nc, nr, bp);
-            } else if !nc.is_multiple_of(nr) {
-                // Read in place, the last panel's rows would run past `b`'s columns:
-                // that one panel is packed (zero-padded), at the start of `bp`.
-                let j0 = nc - nc % nr;
-                pack_panel(b, pc, jc + j0, nc - j0, nr, &mut bp[..kc * nr]);
+    let whole = whole_b::<K>(a, b, on_strip.is_some());
+    // Where block `(jc, pc)` of `b` lies in `bp` when all of `b` is packed.
+    let block_at = |jc: usize, pc: usize| jc * k + pc * NC.min(n - jc).div_ceil(nr) * nr;
+    if whole.is_some() {
+        for jc in (0..n).step_by(NC) {
+            for pc in (0..k).step_by(KC) {
+                pack_b(b, pc, KC.min(k - pc), jc, NC.min(n - jc), nr, &mut bp[block_at(jc, pc)..]);
             }
-            for ir in (0..m).step_by(mr) {
-                let rows = mr.min(m - ir);
-                for jr in (0..nc).step_by(nr) {
-                    let cols = nr.min(nc - jr);
-                    // The steps of this block that can contribute to the tile.
-                    let (lo, hi) = task.k_range(ir, ir + rows, jc + jr, jc + jr + cols, k);
-                    let (lo, hi) = (lo.max(pc), hi.min(pc + kc));
-                    let first = !accumulate && pc == 0;
-                    // Nothing to add: a tile is still written (as zeros) the first time.
-                    let (lo, steps) = if lo < hi {
-                        (lo, hi - lo)
-                    } else if first {
-                        (pc, 0)
-                    } else {
-                        continue;
-                    };
-                    // After the first block, and when accumulating, the tile is added to;
-                    // a tile whose first block had nothing to add was written as zeros.
-                    let add = !first;
-                    // The strip's first element, `a[ir, lo]`: inside `a.data` (checked view).
-                    let strip = &a.data[ir * a.row_stride + lo * a.col_stride..];
-                    let (panel, ldb) = if !in_place {
-                        (&bp[jr * kc + (lo - pc) * nr..(jr + nr) * kc], nr)
-                    } else if cols == nr {
-                        (&b.data[lo * b.row_stride + jc + jr..], b.row_stride)
-                    } else {
-                        (&bp[(lo - pc) * nr..kc * nr], nr)
-                    };
-                    // SAFETY: the CPU has `K`'s instruction set (contract). `strip`
-                    // starts at `a[ir, lo]`, and the kernel reads `a[ir + i, lo + p]` for
-                    // `i < rows`, `p < steps ≤ k - lo`: all inside the checked view, so
-                    // inside `a.data`. `panel` holds `steps` rows of `nr` floats, `ldb`
-                    // apart: packed, or (in place, full panels only) `b[lo + p, jc + jr
-                    // + j]` for `p < steps ≤ k - lo`, `j < nr = cols`, inside the checked
-                    // view of `b` (column stride 1). The tile
-                    // `c[ir.., jc + jr..]`, `rows × cols`, lies in the block `c` gives
-                    // exclusive access to.
-                    unsafe {
-                        let tile = c.add(ir * ldc + jc + jr);
-                        K::tile(
-                            rows,
-                            cols,
-                            steps,
-                            strip,
-                            a.row_stride,
-                            a.col_stride,
-                            panel,
-                            ldb,
-                            tile,
-                            ldc,
-                            add,
-                        )
-                    };
-                }
-                // The last block of `b`'s columns and of `k`: these rows are done.
-                if jc + nc == n
-                    && pc + kc == k
-                    && let Some(f) = on_strip.as_mut()
-                {
-                    f(ir, rows, finished(ir, rows));
+        }
+    }
+    let block_rows = whole.map_or(m, |(_, rows)| rows);
+    for ic in (0..m).step_by(block_rows) {
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let bp = if whole.is_some() {
+                    &mut bp[block_at(jc, pc)..]
+                } else if !in_place {
+                    pack_b(b, pc, kc, jc, nc, nr, bp);
+                    &mut *bp
+                } else {
+                    if !nc.is_multiple_of(nr) {
+                        // Read in place, the last panel's rows would run past `b`'s
+                        // columns: that one panel is packed (zero-padded), at the start of
+                        // `bp`.
+                        let j0 = nc - nc % nr;
+                        pack_panel(b, pc, jc + j0, nc - j0, nr, &mut bp[..kc * nr]);
+                    }
+                    &mut *bp
+                };
+                for ir in (ic..m.min(ic + block_rows)).step_by(mr) {
+                    let rows = mr.min(m - ir);
+                    for jr in (0..nc).step_by(nr) {
+                        let cols = nr.min(nc - jr);
+                        // The steps of this block that can contribute to the tile.
+                        let (lo, hi) = task.k_range(ir, ir + rows, jc + jr, jc + jr + cols, k);
+                        let (lo, hi) = (lo.max(pc), hi.min(pc + kc));
+                        let first = !accumulate && pc == 0;
+                        // Nothing to add: a tile is still written (as zeros) the first time.
+                        let (lo, steps) = if lo < hi {
+                            (lo, hi - lo)
+                        } else if first {
+                            (pc, 0)
+                        } else {
+                            continue;
+                        };
+                        // After the first block, and when accumulating, the tile is added to;
+                        // a tile whose first block had nothing to add was written as zeros.
+                        let add = !first;
+                        // The strip's first element, `a[ir, lo]`: inside `a.data` (checked view).
+                        let strip = &a.data[ir * a.row_stride + lo * a.col_stride..];
+                        let (panel, ldb) = if !in_place {
+                            (&bp[jr * kc + (lo - pc) * nr..(jr + nr) * kc], nr)
+                        } else if cols == nr {
+                            (&b.data[lo * b.row_stride + jc + jr..], b.row_stride)
+                        } else {
+                            (&bp[(lo - pc) * nr..kc * nr], nr)
+                        };
+                        // SAFETY: the CPU has `K`'s instruction set (contract). `strip`
+                        // starts at `a[ir, lo]`, and the kernel reads `a[ir + i, lo + p]` for
+                        // `i < rows`, `p < steps ≤ k - lo`: all inside the checked view, so
+                        // inside `a.data`. `panel` holds `steps` rows of `nr` floats, `ldb`
+                        // apart: packed, or (in place, full panels only) `b[lo + p, jc + jr
+                        // + j]` for `p < steps ≤ k - lo`, `j < nr = cols`, inside the checked
+                        // view of `b` (column stride 1). The tile
+                        // `c[ir.., jc + jr..]`, `rows × cols`, lies in the block `c` gives
+                        // exclusive access to.
+                        unsafe {
+                            let tile = c.add(ir * ldc + jc + jr);
+                            K::tile(
+                                rows,
+                                cols,
+                                steps,
+                                strip,
+                                a.row_stride,
+                                a.col_stride,
+                                panel,
+                                ldb,
+                                tile,
+                                ldc,
+                                add,
+                            )
+                        };
+                    }
+                    // The last block of `b`'s columns and of `k`: these rows are done.
+                    if jc + nc == n
+                        && pc + kc == k
+                        && let Some(f) = on_strip.as_mut()
+                    {
+                        f(ir, rows, finished(ir, rows));
+                    }
                 }
             }
         }
