@@ -77,8 +77,10 @@ pub(crate) type OnStrip<'a> = &'a mut dyn FnMut(usize, usize, &[f32]);
 /// Bytes of `c` per block of rows in a product with an epilogue whose rows span more
 /// than one block of `b`'s columns (`whole_b`).
 const EPILOGUE_ROWS_BYTES: usize = 256 << 10;
-/// The most floats `whole_b` packs at once (16 MiB).
-const WHOLE_B_MAX: usize = 4 << 20;
+/// The most floats `whole_b` packs at once (4 MiB: the small config's 1 and 2 MiB,
+/// where it was measured to help; not GPT-2's 9 MiB GELU product, where all of `b`
+/// would stream from L3 once per block of rows and an A/B was within noise).
+const WHOLE_B_MAX: usize = 1 << 20;
 
 /// For a product with an epilogue (`on_strip`) whose rows span more than one block of
 /// `b`'s columns: `(floats, rows)` when all of `b` is packed at once (block `(jc, pc)`
