@@ -8,7 +8,8 @@
 //! body its own `Arith` as a constant, so the branch in [`Arith::mul_add`] folds away:
 //! the AVX2 and AVX-512 builds get fused multiply-adds, the portable build plain ones.
 //! Measured on 16,384 elements in an AVX-512 build (throwaway bench, AMD EPYC Zen 4):
-//! GELU 0.51–0.54 → 0.39 ns an element, GELU′ 0.70–0.71 → 0.47.
+//! GELU 0.52–0.60 → 0.45 ns an element, GELU′ 0.66–0.68 → 0.52–0.55, exp 0.58 →
+//! 0.34–0.42.
 //!
 //! The two forms round differently (a fused multiply-add rounds once), so a loop's
 //! results may differ in the last bits between the portable build and the others; each
