@@ -11,7 +11,9 @@
 //!
 //! The split does not depend on the thread count: a batch of `n ≥ 2` always runs as
 //! `n/2` and `n - n/2` examples (one after the other when there is one thread), so the
-//! same inputs give the same gradients on any machine.
+//! same inputs give the same gradients at any thread count (across instruction sets
+//! they may differ in the last bits: the AVX2 and AVX-512 builds fuse multiply-adds,
+//! the portable one does not).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
