@@ -187,6 +187,35 @@ fn product(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool, structure: Str
     Ok(())
 }
 
+/// `c = a·b` with row `i` of the product at `c[i·ldc..i·ldc + n]` (`ldc ≥ n`): a product
+/// written straight into a wider layout, such as one attention head's columns of the
+/// merged heads. What lies between the rows is left as it is; `structure` as in
+/// `sgemm_structured`.
+pub fn sgemm_rows_apart(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, structure: Structure) -> Result<()> {
+    structure.check(a, b)?;
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k {
+        bail!("gemm: {m}×{k} · {}×{n} do not multiply", b.rows);
+    }
+    if ldc < n || (m > 0 && c.len() < (m - 1) * ldc + n) {
+        bail!("gemm: {} elements do not hold {m} rows of {n}, {ldc} apart", c.len());
+    }
+    a.check("left")?;
+    b.check("right")?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        for i in 0..m {
+            c[i * ldc..i * ldc + n].fill(0.0);
+        }
+        return Ok(());
+    }
+    let task = Task { accumulate: false, structure, row0: 0, col0: 0, kernel: kernel_for(a, structure) };
+    split(a, b, Out::rows_apart(c, m, n, ldc), task, threads());
+    Ok(())
+}
+
 /// The shapes agree and both views fit their slices.
 fn check_product(a: MatRef, b: MatRef, c: &[f32]) -> Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
@@ -207,8 +236,9 @@ pub fn threads() -> usize {
 }
 
 /// A block of the output: `rows × cols` from `ptr`, rows `row_stride` apart, columns
-/// adjacent. Made only from an exclusive borrow of the whole output (`whole`) and by
-/// splitting a block into two disjoint ones, so no two blocks ever overlap.
+/// adjacent. Made only from an exclusive borrow of the output (`whole`, `rows_apart`:
+/// every element of the block lies inside it) and by splitting a block into two
+/// disjoint ones, so no two blocks ever overlap.
 struct Out {
     ptr: *mut f32,
     rows: usize,
@@ -224,6 +254,13 @@ unsafe impl Send for Out {}
 impl Out {
     fn whole(c: &mut [f32], cols: usize) -> Out {
         Out { ptr: c.as_mut_ptr(), rows: c.len().checked_div(cols).unwrap_or(0), cols, row_stride: cols }
+    }
+
+    /// `rows` rows of `cols` from the start of `c`, `row_stride ≥ cols` apart; the
+    /// caller checked that `c` holds them (`(rows − 1)·row_stride + cols` elements).
+    fn rows_apart(c: &mut [f32], rows: usize, cols: usize, row_stride: usize) -> Out {
+        debug_assert!(row_stride >= cols && (rows == 0 || c.len() >= (rows - 1) * row_stride + cols));
+        Out { ptr: c.as_mut_ptr(), rows, cols, row_stride }
     }
 
     fn split_rows(self, top: usize) -> (Out, Out) {

@@ -42,6 +42,7 @@ fn pass(out: &mut String, g: &Graph, s: &Schedule, sizes: &Sizes, roots: &[Value
     let root_set = roots.iter().copied().collect();
     let causal = Causal::of(g, &root_set);
     let epilogues = stage::fused_epilogues(g, s, &root_set, &causal);
+    let merged = stage::merged_permutes(g, s, &root_set, &epilogues);
     let (mut loops, mut kernels, mut products) = (0, 0, 0);
     for item in &s.items {
         match *item {
@@ -86,13 +87,28 @@ fn pass(out: &mut String, g: &Graph, s: &Schedule, sizes: &Sizes, roots: &[Value
                     (Op::Matmul, Some((src, p))) => format!("{} read as permute{p:?}", name(g, src)),
                     _ => name(g, i),
                 };
-                let skip = match g.node(id).op {
-                    _ if epilogues.values().any(|&p| p == id) => {
-                        Some(" [fused: its loop below runs as its epilogue]".to_string())
-                    }
-                    Op::Matmul => causal.product(g, id).describe().map(|d| format!(" [{d}]")),
-                    _ => None,
-                };
+                let skip =
+                    match g.node(id).op {
+                        _ if epilogues.values().any(|&p| p == id) => {
+                            Some(" [fused: its loop below runs as its epilogue]".to_string())
+                        }
+                        _ if merged.contains_key(&id) => {
+                            Some(" [no copy: the product above writes its layout]".to_string())
+                        }
+                        Op::Matmul => {
+                            let notes: Vec<String> =
+                                causal
+                                    .product(g, id)
+                                    .describe()
+                                    .into_iter()
+                                    .chain(merged.iter().filter(|e| *e.1 == id).map(|(&q, _)| {
+                                        format!("written straight into {}'s layout", name(g, q))
+                                    }))
+                                    .collect();
+                            (!notes.is_empty()).then(|| format!(" [{}]", notes.join("; ")))
+                        }
+                        _ => None,
+                    };
                 let _ = writeln!(
                     out,
                     "    {} {} → {} ({}){}",

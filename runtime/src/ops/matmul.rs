@@ -69,12 +69,8 @@ pub(crate) fn permuted<'a>(t: &'a Real, perm: &[usize]) -> Result<ndarray::Array
     Ok(t.view().permuted_axes(IxDyn(perm)))
 }
 
-/// The batched product of two views in any layout.
-fn matmul_views(
-    a: ndarray::ArrayViewD<f32>,
-    b: ndarray::ArrayViewD<f32>,
-    structure: crate::gemm::Structure,
-) -> Result<Real> {
+/// `(m, n, batch)` of the batched product of two views, or why they do not multiply.
+fn batch_shape(a: &ndarray::ArrayViewD<f32>, b: &ndarray::ArrayViewD<f32>) -> Result<(usize, usize, usize)> {
     let (ra, rb) = (a.ndim(), b.ndim());
     if ra < 2
         || ra != rb
@@ -83,31 +79,46 @@ fn matmul_views(
     {
         bail!("matmul: shapes {:?} and {:?} do not multiply", a.shape(), b.shape());
     }
-    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
-    let mut out_shape = a.shape()[..ra - 2].to_vec();
+    Ok((a.shape()[ra - 2], b.shape()[rb - 1], a.shape()[..ra - 2].iter().product()))
+}
+
+/// Whether a batch of `batch` products of `m × k × n` runs one product per task over
+/// the pool (many small products: attention heads).
+fn parallel_batch(batch: usize, m: usize, n: usize, k: usize) -> bool {
+    batch > 1 && m * n > 0 && batch * m * n * k >= BATCH_PARALLEL_MIN_WORK && crate::gemm::threads() > 1
+}
+
+/// Matrix `i` of a batch, read through the operand's own strides (row-major,
+/// column-major, permuted, or a slice's).
+fn view<'d>(data: &'d [f32], strides: &[usize], shape: &[usize], i: usize) -> crate::gemm::MatRef<'d> {
+    let r = shape.len();
+    let mut offset = 0;
+    let mut rest = i;
+    for axis in (0..r - 2).rev() {
+        offset += (rest % shape[axis].max(1)) * strides[axis];
+        rest /= shape[axis].max(1);
+    }
+    crate::gemm::MatRef {
+        data: data.get(offset..).unwrap_or(&[]),
+        rows: shape[r - 2],
+        cols: shape[r - 1],
+        row_stride: strides[r - 2],
+        col_stride: strides[r - 1],
+    }
+}
+
+/// The batched product of two views in any layout.
+fn matmul_views(
+    a: ndarray::ArrayViewD<f32>,
+    b: ndarray::ArrayViewD<f32>,
+    structure: crate::gemm::Structure,
+) -> Result<Real> {
+    let (m, n, batch) = batch_shape(&a, &b)?;
+    let r = a.ndim();
+    let mut out_shape = a.shape()[..r - 2].to_vec();
     out_shape.extend([m, n]);
-    let lead = &a.shape()[..ra - 2];
-    let batch = lead.iter().product::<usize>();
     let (a_data, a_strides) = strided(&a);
     let (b_data, b_strides) = strided(&b);
-    // Matrix `i` of the batch, read through the operand's own strides (row-major,
-    // column-major, permuted, or a slice's).
-    fn view<'d>(data: &'d [f32], strides: &[usize], shape: &[usize], i: usize) -> crate::gemm::MatRef<'d> {
-        let r = shape.len();
-        let mut offset = 0;
-        let mut rest = i;
-        for axis in (0..r - 2).rev() {
-            offset += (rest % shape[axis].max(1)) * strides[axis];
-            rest /= shape[axis].max(1);
-        }
-        crate::gemm::MatRef {
-            data: data.get(offset..).unwrap_or(&[]),
-            rows: shape[r - 2],
-            cols: shape[r - 1],
-            row_stride: strides[r - 2],
-            col_stride: strides[r - 1],
-        }
-    }
     // Written in place by the GEMM (which only writes its output) into a pooled buffer.
     let mut out = crate::pool::take(batch * m * n);
     let product = |i: usize, c: &mut [f32]| {
@@ -115,8 +126,7 @@ fn matmul_views(
         let right = view(&b_data, &b_strides, b.shape(), i);
         crate::gemm::sgemm_structured(left, right, c, structure)
     };
-    if batch > 1 && m * n > 0 && batch * m * n * k >= BATCH_PARALLEL_MIN_WORK && crate::gemm::threads() > 1 {
-        // Many small products (attention heads): one per task, over the pool.
+    if parallel_batch(batch, m, n, a.shape()[r - 1]) {
         use rayon::prelude::*;
         out.par_chunks_mut(m * n).enumerate().try_for_each(|(i, c)| product(i, c))?;
     } else {
@@ -125,6 +135,59 @@ fn matmul_views(
         }
     }
     ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(shape_err("matmul"))
+}
+
+/// `permute(matmul_perm(a, pa, b, pb, structure), out)` without the copy: each matrix of
+/// the batch is written straight to its place in the permuted layout (the merged heads
+/// of attention's gradients, `[B, H, T, dk] → [B, T, H, dk]`). `out` must keep the last
+/// axis last, so each row of a product stays one contiguous run. A batch large enough to
+/// run in parallel is multiplied first and permuted after.
+pub fn matmul_perm_out(
+    a: &Real,
+    pa: &[usize],
+    b: &Real,
+    pb: &[usize],
+    structure: crate::gemm::Structure,
+    out: &[usize],
+) -> Result<Real> {
+    let (av, bv) = (permuted(a, pa)?, permuted(b, pb)?);
+    let (m, n, batch) = batch_shape(&av, &bv)?;
+    let r = av.ndim();
+    let mut seen = vec![false; r];
+    if out.len() != r || !out.iter().all(|&p| p < r && !std::mem::replace(&mut seen[p], true)) {
+        bail!("matmul: {out:?} is not a permutation of the axes of a rank-{r} product");
+    }
+    if out[r - 1] != r - 1 {
+        bail!("matmul: the output permutation {out:?} moves the last axis");
+    }
+    if parallel_batch(batch, m, n, av.shape()[r - 1]) {
+        return super::permute(&matmul_views(av, bv, structure)?, out);
+    }
+    // The product's shape, and the stride each of its axes has in the permuted output.
+    let mut shape = av.shape()[..r - 2].to_vec();
+    shape.extend([m, n]);
+    let out_shape: Vec<usize> = out.iter().map(|&p| shape[p]).collect();
+    let mut strides = vec![0usize; r];
+    let mut step = 1;
+    for j in (0..r).rev() {
+        strides[out[j]] = step;
+        step *= out_shape[j];
+    }
+    let (a_data, a_strides) = strided(&av);
+    let (b_data, b_strides) = strided(&bv);
+    // Every element is written below (each matrix of the batch fills its own rows).
+    let mut buf = crate::pool::take(shape.iter().product());
+    for i in 0..batch {
+        let left = view(&a_data, &a_strides, av.shape(), i);
+        let right = view(&b_data, &b_strides, bv.shape(), i);
+        let (mut rest, mut at) = (i, 0);
+        for axis in (0..r - 2).rev() {
+            at += (rest % shape[axis].max(1)) * strides[axis];
+            rest /= shape[axis].max(1);
+        }
+        crate::gemm::sgemm_rows_apart(left, right, &mut buf[at..], strides[r - 2], structure)?;
+    }
+    ArrayD::from_shape_vec(IxDyn(&out_shape), buf).map_err(shape_err("matmul"))
 }
 
 /// A tensor's elements and per-axis strides, borrowed when they form one block with
@@ -203,5 +266,41 @@ mod tests {
             assert!(e.message.contains("not a permutation"), "{bad:?}: {e}");
         }
         assert!(matmul_perm(&x, &[], &y, &[], default).is_err(), "[.., h, dk]·[.., h, dk] does not multiply");
+    }
+
+    #[test]
+    fn products_into_a_permuted_layout_equal_the_permuted_products() {
+        use crate::gemm::{Structure, Tri};
+        // The gradients of attention's heads: `[B, H, T, T]·[B, H, T, dk]` merged into
+        // `[B, T, H, dk]`, with and without the causal structure; a serial batch (written
+        // in place) and one big enough for the pool (multiplied, then permuted).
+        let causal = Structure { a: Tri::ZeroAbove, b: Tri::Full, lower_only: false };
+        for (b, h, t, dk) in [(2, 3, 5, 4), (1, 1, 1, 1), (3, 4, 17, 8), (4, 8, 64, 64)] {
+            let scores = Real::from_shape_fn(IxDyn(&[b, h, t, t]), |ix| {
+                if ix[3] > ix[2] {
+                    0.0
+                } else {
+                    ((ix[0] * 7 + ix[1] * 5 + ix[2] * 3 + ix[3]) % 11) as f32 - 5.0
+                }
+            });
+            let values = Real::from_shape_fn(IxDyn(&[b, t, h, dk]), |ix| {
+                ((ix[0] + ix[1] * 3 + ix[2] * 5 + ix[3] * 7) % 13) as f32 * 0.25 - 1.5
+            });
+            for structure in [Structure::default(), causal] {
+                let product = matmul_perm(&scores, &[], &values, &[0, 2, 1, 3], structure).unwrap();
+                let want = permute(&product, &[0, 2, 1, 3]).unwrap();
+                let got =
+                    matmul_perm_out(&scores, &[], &values, &[0, 2, 1, 3], structure, &[0, 2, 1, 3]).unwrap();
+                assert_eq!(got.shape(), &[b, t, h, dk]);
+                assert_eq!(got, want, "{b}×{h}×{t}×{dk} {structure:?}");
+            }
+        }
+        let x = Real::zeros(IxDyn(&[2, 3, 4]));
+        let default = Structure::default();
+        let e = matmul_perm_out(&x, &[], &x, &[0, 2, 1], default, &[0, 2, 1]).unwrap_err();
+        assert!(e.message.contains("moves the last axis"), "{e}");
+        let e = matmul_perm_out(&x, &[], &x, &[0, 2, 1], default, &[0, 1]).unwrap_err();
+        assert!(e.message.contains("not a permutation"), "{e}");
+        assert!(matmul_perm_out(&x, &[], &x, &[], default, &[0, 1, 2]).is_err());
     }
 }
