@@ -83,7 +83,7 @@ const EPILOGUE_ROWS_BYTES: usize = 256 << 10;
 const WHOLE_B_MAX: usize = 1 << 20;
 
 /// For a product with an epilogue (`on_strip`) whose rows span more than one block of
-/// `b`'s columns: `(floats, rows)` when all of `b` is packed at once (block `(jc, pc)`
+/// `b`'s columns, and whose `c` is more than two blocks of rows: `(floats, rows)` when all of `b` is packed at once (block `(jc, pc)`
 /// at `jc·k + pc·nc`, `nc` the block's columns rounded up to `NR`) and `c` is computed
 /// in blocks of `rows` rows, each through every block of `b`, so that each row is
 /// finished, and its epilogue run, while the block of `c` (256 KiB) is still in L2.
@@ -94,7 +94,9 @@ fn whole_b<K: Micro>(a: MatRef, b: MatRef, epilogue: bool) -> Option<(usize, usi
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let len = k * n.div_ceil(K::NR) * K::NR;
     let rows = (EPILOGUE_ROWS_BYTES / 4 / n.max(1) / K::MR).max(1) * K::MR;
-    (epilogue && n > NC && m > rows && len <= WHOLE_B_MAX && !b_in_place(a, b)).then_some((len, rows))
+    // A `c` of at most two blocks of rows stays in L2 in the usual order anyway.
+    let big_c = m * n * 4 > 2 * EPILOGUE_ROWS_BYTES;
+    (epilogue && n > NC && big_c && len <= WHOLE_B_MAX && !b_in_place(a, b)).then_some((len, rows))
 }
 
 /// The block loops.
