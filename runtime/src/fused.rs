@@ -223,46 +223,39 @@ pub(crate) fn run_chunk<const K: usize, F>(
 ) where
     F: Fn(usize, [&mut [f32]; K], &mut [f32], Arith),
 {
-    match path() {
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx512 => {
+    in_best_build(
+        #[inline(always)]
+        |arith| chunk(r0, r1, part, per_row, scratch, body, arith),
+    )
+}
+
+/// `f(arith)` in the best build the CPU has, under the cap: inlined into a
+/// `#[target_feature]` function for AVX-512 or AVX2+FMA (with `Arith::FMA`), or run as
+/// the portable build (with `Arith::NATIVE`). Every loop outside the GEMM that wants
+/// the wider vectors goes through here: fused loops, `ops::sum`'s column sums.
+#[inline(always)]
+pub(crate) fn in_best_build<R>(f: impl FnOnce(Arith) -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+        fn avx512<R>(f: impl FnOnce(Arith) -> R) -> R {
+            f(Arith::FMA)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(f: impl FnOnce(Arith) -> R) -> R {
+            f(Arith::FMA)
+        }
+        match path() {
             // SAFETY: `path` returns `Avx512` only after `is_x86_feature_detected!` found
-            // every feature `chunk_avx512` enables; the function itself is safe code.
-            unsafe { chunk_avx512(r0, r1, part, per_row, scratch, body) }
+            // every feature `avx512` enables; the function itself is safe code.
+            Path::Avx512 => return unsafe { avx512(f) },
+            // SAFETY: as above, for AVX2 and FMA, all `avx2` enables.
+            Path::Avx2 => return unsafe { avx2(f) },
+            Path::Portable => {}
         }
-        #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => {
-            // SAFETY: `path` returns `Avx2` only after `is_x86_feature_detected!` found
-            // AVX2 and FMA, all `chunk_avx2` enables; the function itself is safe code.
-            unsafe { chunk_avx2(r0, r1, part, per_row, scratch, body) }
-        }
-        _ => chunk(r0, r1, part, per_row, scratch, body, Arith::NATIVE),
     }
+    f(Arith::NATIVE)
 }
-
-/// One build of `chunk` per instruction set: the same safe code under
-/// `#[target_feature]`, so the inlined loop body is compiled for those features.
-macro_rules! chunk_build {
-    ($name:ident, $features:literal) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = $features)]
-        fn $name<const K: usize, F>(
-            r0: usize,
-            r1: usize,
-            part: [&mut [f32]; K],
-            per_row: &[usize; K],
-            scratch: &mut [f32],
-            body: &F,
-        ) where
-            F: Fn(usize, [&mut [f32]; K], &mut [f32], Arith),
-        {
-            chunk(r0, r1, part, per_row, scratch, body, Arith::FMA)
-        }
-    };
-}
-
-chunk_build!(chunk_avx512, "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma");
-chunk_build!(chunk_avx2, "avx2,fma");
 
 /// The rows `r0..r1`, in order; inlined into each dispatch variant so the loop body is
 /// compiled once per instruction set.

@@ -11,6 +11,7 @@
 //! is an `Err`, never an out-of-bounds read.
 
 pub use crate::sgemm::force_b_packing;
+pub use crate::structure::{Structure, Tri};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::{Result, bail};
@@ -81,13 +82,13 @@ pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 24;
 /// is still one dot product in the same order, so the result does not depend on the
 /// thread count.
 pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32]) -> Result<()> {
-    product(a, b, c, false, Structure::default())
+    product(a, b, c, b.cols, false, Structure::default())
 }
 
 /// `c += a·b`: the same product added to what `c` holds (a gradient's second
 /// contribution, without a temporary).
 pub fn sgemm_acc(a: MatRef, b: MatRef, c: &mut [f32]) -> Result<()> {
-    product(a, b, c, true, Structure::default())
+    product(a, b, c, b.cols, true, Structure::default())
 }
 
 /// `c = a·b` where `structure` says which products are known to be zero or unread
@@ -95,47 +96,7 @@ pub fn sgemm_acc(a: MatRef, b: MatRef, c: &mut [f32]) -> Result<()> {
 /// structure says is read equals the full product's.
 pub fn sgemm_structured(a: MatRef, b: MatRef, c: &mut [f32], structure: Structure) -> Result<()> {
     structure.check(a, b)?;
-    product(a, b, c, false, structure)
-}
-
-/// Where a square operand is known to be zero: the masked half of causal attention.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Tri {
-    /// Nothing known.
-    #[default]
-    Full,
-    /// `x[i, j] = 0` wherever `j > i` (lower triangular: softmax of masked scores).
-    ZeroAbove,
-    /// `x[i, j] = 0` wherever `j < i` (upper triangular: its transpose).
-    ZeroBelow,
-}
-
-/// What a product may skip, as the compiler proved it from the graph.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Structure {
-    /// Zeros of the left operand (square).
-    pub a: Tri,
-    /// Zeros of the right operand (square).
-    pub b: Tri,
-    /// Only `c[i, j]` with `j ≤ i` is ever read (scores before the causal mask): tiles
-    /// wholly above the diagonal are not computed and are left zero.
-    pub lower_only: bool,
-}
-
-impl Structure {
-    /// A triangular operand must be square.
-    fn check(&self, a: MatRef, b: MatRef) -> Result<()> {
-        if self.a != Tri::Full && a.rows != a.cols {
-            bail!("gemm: a triangular left operand must be square, not {}×{}", a.rows, a.cols);
-        }
-        if self.b != Tri::Full && b.rows != b.cols {
-            bail!("gemm: a triangular right operand must be square, not {}×{}", b.rows, b.cols);
-        }
-        if self.lower_only && a.rows != b.cols {
-            bail!("gemm: a lower-only output must be square, not {}×{}", a.rows, b.cols);
-        }
-        Ok(())
-    }
+    product(a, b, c, b.cols, false, structure)
 }
 
 /// One product's settings as `split` hands it down: the block's place in the whole
@@ -154,36 +115,29 @@ impl Task {
     /// The range of `p` that can contribute to rows `i0..i1`, columns `j0..j1` (block
     /// coordinates) of `c`, within `0..k`; empty when the tile is skipped.
     pub fn k_range(&self, i0: usize, i1: usize, j0: usize, j1: usize, k: usize) -> (usize, usize) {
-        let (i0, i1, j0, j1) = (i0 + self.row0, i1 + self.row0, j0 + self.col0, j1 + self.col0);
-        let s = self.structure;
-        if s.lower_only && j0 >= i1 {
-            return (0, 0);
-        }
-        let (mut lo, mut hi) = (0, k);
-        match s.a {
-            Tri::ZeroAbove => hi = hi.min(i1),
-            Tri::ZeroBelow => lo = lo.max(i0),
-            Tri::Full => {}
-        }
-        match s.b {
-            Tri::ZeroAbove => lo = lo.max(j0),
-            Tri::ZeroBelow => hi = hi.min(j1),
-            Tri::Full => {}
-        }
-        (lo, hi.max(lo))
+        self.structure.k_range(i0 + self.row0, i1 + self.row0, j0 + self.col0, j1 + self.col0, k)
     }
 }
 
-fn product(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool, structure: Structure) -> Result<()> {
-    check_product(a, b, c)?;
+/// `c = a·b` (or `c += a·b`) with row `i` of `c` at `c[i·ldc..]`.
+fn product(
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    structure: Structure,
+) -> Result<()> {
+    check_product(a, b, c, ldc)?;
+    let (m, n) = (a.rows, b.cols);
     if a.cols == 0 {
         if !accumulate {
-            c.fill(0.0);
+            (0..m).for_each(|i| c[i * ldc..][..n].fill(0.0));
         }
         return Ok(());
     }
     let task = Task { accumulate, structure, row0: 0, col0: 0, kernel: kernel_for(a, structure) };
-    split(a, b, Out::whole(c, b.cols), task, threads());
+    split(a, b, Out::rows_apart(c, m, n, ldc), task, threads());
     Ok(())
 }
 
@@ -193,37 +147,22 @@ fn product(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool, structure: Str
 /// `sgemm_structured`.
 pub fn sgemm_rows_apart(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, structure: Structure) -> Result<()> {
     structure.check(a, b)?;
+    product(a, b, c, ldc, false, structure)
+}
+
+/// The shapes agree, both views fit their slices, and `c` holds the product's rows
+/// `ldc` apart: exactly `m × n` floats when they are adjacent (`ldc = n`), at least
+/// `(m − 1)·ldc + n` otherwise.
+fn check_product(a: MatRef, b: MatRef, c: &[f32], ldc: usize) -> Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if b.rows != k {
         bail!("gemm: {m}×{k} · {}×{n} do not multiply", b.rows);
+    }
+    if ldc == n && c.len() != m * n {
+        bail!("gemm: the output has {} elements, not {m}×{n}", c.len());
     }
     if ldc < n || (m > 0 && c.len() < (m - 1) * ldc + n) {
         bail!("gemm: {} elements do not hold {m} rows of {n}, {ldc} apart", c.len());
-    }
-    a.check("left")?;
-    b.check("right")?;
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        for i in 0..m {
-            c[i * ldc..i * ldc + n].fill(0.0);
-        }
-        return Ok(());
-    }
-    let task = Task { accumulate: false, structure, row0: 0, col0: 0, kernel: kernel_for(a, structure) };
-    split(a, b, Out::rows_apart(c, m, n, ldc), task, threads());
-    Ok(())
-}
-
-/// The shapes agree and both views fit their slices.
-fn check_product(a: MatRef, b: MatRef, c: &[f32]) -> Result<()> {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.rows != k {
-        bail!("gemm: {m}×{k} · {}×{n} do not multiply", b.rows);
-    }
-    if c.len() != m * n {
-        bail!("gemm: the output has {} elements, not {m}×{n}", c.len());
     }
     a.check("left")?;
     b.check("right")
@@ -393,7 +332,7 @@ pub(crate) fn sgemm_strips(
     c: &mut [f32],
     on_strip: &mut dyn FnMut(usize, usize, &[f32]),
 ) -> Result<()> {
-    check_product(a, b, c)?;
+    check_product(a, b, c, b.cols)?;
     let (m, n) = (a.rows, b.cols);
     if m == 0 {
         return Ok(());
@@ -468,7 +407,7 @@ fn sgemm_one(a: MatRef, b: MatRef, c: Out, task: Task, on_strip: Option<crate::s
 /// candidate; see `gemm_bench`).
 #[cfg(feature = "gemm-candidates")]
 pub fn gemm_crate(a: MatRef, b: MatRef, c: &mut [f32], threads: usize) -> Result<()> {
-    check_product(a, b, c)?;
+    check_product(a, b, c, b.cols)?;
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if m == 0 || n == 0 || k == 0 {
         c.fill(0.0);

@@ -105,6 +105,7 @@ pub mod parallel;
 pub mod pool;
 pub mod sample;
 mod sgemm;
+mod structure;
 pub mod tensorfile;
 
 pub use adjoint_macros::model;

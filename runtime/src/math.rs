@@ -140,17 +140,19 @@ mod tests {
 
     const BOTH: [Arith; 2] = [Arith::PLAIN, Arith::FMA];
 
+    /// The largest `err(x)` over `x = i·10⁻⁴` for every `i` in `steps`.
+    fn worst(steps: std::ops::RangeInclusive<i32>, err: impl Fn(f32) -> f64) -> f64 {
+        steps.map(|i| err(i as f32 * 1e-4)).fold(0.0, f64::max)
+    }
+
     #[test]
     fn exp_is_accurate_and_total_in_both_forms() {
         for arith in BOTH {
             let exp = |x| arith.exp(x);
-            let mut worst = 0f64;
-            for i in -870_000..=887_000 {
-                let x = i as f32 * 1e-4;
+            let worst = worst(-870_000..=887_000, |x| {
                 let want = f64::from(x).exp();
-                let rel = ((f64::from(exp(x)) - want) / want).abs();
-                worst = worst.max(rel);
-            }
+                ((f64::from(exp(x)) - want) / want).abs()
+            });
             assert!(worst < 2e-7, "{arith:?}: worst relative error {worst:e}");
             assert_eq!(exp(f32::NEG_INFINITY), 0.0);
             assert_eq!(exp(-1e4), 0.0);
@@ -164,13 +166,11 @@ mod tests {
     fn tanh_is_accurate_odd_and_saturating_in_both_forms() {
         for arith in BOTH {
             let tanh = |x| arith.tanh(x);
-            let mut worst = 0f64;
-            for i in -200_000..=200_000 {
-                let x = i as f32 * 1e-4; // [-20, 20]
-                let err = (f64::from(tanh(x)) - f64::from(x).tanh()).abs();
-                worst = worst.max(err);
+            // [-20, 20]
+            let worst = worst(-200_000..=200_000, |x| {
                 assert_eq!(tanh(-x), -tanh(x));
-            }
+                (f64::from(tanh(x)) - f64::from(x).tanh()).abs()
+            });
             assert!(worst < 5e-7, "{arith:?}: worst absolute error {worst:e}");
             for x in [1e-30f32, 1e-8, 1e-4] {
                 let rel = (f64::from(tanh(x)) / f64::from(x).tanh() - 1.0).abs();
@@ -186,19 +186,22 @@ mod tests {
     fn gelu_and_its_derivative_match_f64_in_both_forms() {
         let k = (2.0f64 / std::f64::consts::PI).sqrt();
         let c = f64::from(GELU_C);
+        let t = |x: f64| (k * (x + c * x * x * x)).tanh();
+        let error = |got: f32, want: f64| (f64::from(got) - want).abs() / want.abs().max(1.0);
         for arith in BOTH {
-            let (mut worst, mut worst_grad) = (0f64, 0f64);
-            for i in -100_000..=100_000 {
-                let x = f64::from(i as f32 * 1e-4); // [-10, 10]
-                let t = (k * (x + c * x * x * x)).tanh();
-                let want = 0.5 * x * (1.0 + t);
-                let want_grad = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * c * x * x);
-                let got = f64::from(arith.gelu(x as f32));
-                let got_grad = f64::from(arith.gelu_grad(x as f32));
-                worst = worst.max((got - want).abs() / want.abs().max(1.0));
-                worst_grad = worst_grad.max((got_grad - want_grad).abs() / want_grad.abs().max(1.0));
-            }
-            assert!(worst < 2e-6, "{arith:?}: GELU worst error {worst:e}");
+            // [-10, 10]
+            let worst_gelu = worst(-100_000..=100_000, |x| {
+                let xd = f64::from(x);
+                error(arith.gelu(x), 0.5 * xd * (1.0 + t(xd)))
+            });
+            let worst_grad = worst(-100_000..=100_000, |x| {
+                let (xd, t) = (f64::from(x), t(f64::from(x)));
+                error(
+                    arith.gelu_grad(x),
+                    0.5 * (1.0 + t) + 0.5 * xd * (1.0 - t * t) * k * (1.0 + 3.0 * c * xd * xd),
+                )
+            });
+            assert!(worst_gelu < 2e-6, "{arith:?}: GELU worst error {worst_gelu:e}");
             // tanh's 5e-7 absolute error, through `1 − t²` times `x` times the slope
             // of the inner cubic: about 4.4e-6 at worst (near |x| = 3), in both forms.
             assert!(worst_grad < 1e-5, "{arith:?}: GELU′ worst error {worst_grad:e}");

@@ -53,8 +53,9 @@ pub(crate) unsafe fn sgemm<K: Micro>(
         static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     PACKED.with_borrow_mut(|packed| {
+        let whole = whole_b::<K>(a, b, on_strip.is_some());
         let block = KC.min(a.cols) * NC.min(b.cols.div_ceil(K::NR) * K::NR);
-        let need = whole_b::<K>(a, b, on_strip.is_some()).map_or(block, |(len, _)| len) + 16;
+        let need = whole.map_or(block, |(len, _)| len) + 16;
         if packed.len() < need {
             packed.resize(need, 0.0);
         }
@@ -63,7 +64,7 @@ pub(crate) unsafe fn sgemm<K: Micro>(
         unsafe {
             K::with_features(
                 #[inline(always)]
-                || blocks::<K>(a, b, c, ldc, task, &mut packed[align..], on_strip),
+                || blocks::<K>(a, b, c, ldc, task, &mut packed[align..], whole, on_strip),
             )
         }
     })
@@ -103,8 +104,9 @@ fn whole_b<K: Micro>(a: MatRef, b: MatRef, epilogue: bool) -> Option<(usize, usi
 ///
 /// # Safety
 /// As for `sgemm`; `bp` is 64-byte aligned and holds `min(KC, k) × NC` rounded up, or
-/// what `whole_b` asks for.
+/// what `whole` (`whole_b`'s answer) asks for.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn blocks<K: Micro>(
     a: MatRef,
     b: MatRef,
@@ -112,6 +114,7 @@ unsafe fn blocks<K: Micro>(
     ldc: usize,
     task: Task,
     bp: &mut [f32],
+    whole: Option<(usize, usize)>,
     mut on_strip: Option<OnStrip>,
 ) {
     let (mr, nr) = (K::MR, K::NR);
@@ -138,7 +141,6 @@ unsafe fn blocks<K: Micro>(
         return;
     }
     let in_place = b_in_place(a, b);
-    let whole = whole_b::<K>(a, b, on_strip.is_some());
     // Where block `(jc, pc)` of `b` lies in `bp` when all of `b` is packed.
     let block_at = |jc: usize, pc: usize| jc * k + pc * NC.min(n - jc).div_ceil(nr) * nr;
     if whole.is_some() {
@@ -169,60 +171,12 @@ unsafe fn blocks<K: Micro>(
                     }
                     &mut *bp
                 };
+                let block = Block { jc, nc, pc, kc, in_place };
                 for ir in (ic..m.min(ic + block_rows)).step_by(mr) {
                     let rows = mr.min(m - ir);
-                    for jr in (0..nc).step_by(nr) {
-                        let cols = nr.min(nc - jr);
-                        // The steps of this block that can contribute to the tile.
-                        let (lo, hi) = task.k_range(ir, ir + rows, jc + jr, jc + jr + cols, k);
-                        let (lo, hi) = (lo.max(pc), hi.min(pc + kc));
-                        let first = !accumulate && pc == 0;
-                        // Nothing to add: a tile is still written (as zeros) the first time.
-                        let (lo, steps) = if lo < hi {
-                            (lo, hi - lo)
-                        } else if first {
-                            (pc, 0)
-                        } else {
-                            continue;
-                        };
-                        // After the first block, and when accumulating, the tile is added to;
-                        // a tile whose first block had nothing to add was written as zeros.
-                        let add = !first;
-                        // The strip's first element, `a[ir, lo]`: inside `a.data` (checked view).
-                        let strip = &a.data[ir * a.row_stride + lo * a.col_stride..];
-                        let (panel, ldb) = if !in_place {
-                            (&bp[jr * kc + (lo - pc) * nr..(jr + nr) * kc], nr)
-                        } else if cols == nr {
-                            (&b.data[lo * b.row_stride + jc + jr..], b.row_stride)
-                        } else {
-                            (&bp[(lo - pc) * nr..kc * nr], nr)
-                        };
-                        // SAFETY: the CPU has `K`'s instruction set (contract). `strip`
-                        // starts at `a[ir, lo]`, and the kernel reads `a[ir + i, lo + p]` for
-                        // `i < rows`, `p < steps ≤ k - lo`: all inside the checked view, so
-                        // inside `a.data`. `panel` holds `steps` rows of `nr` floats, `ldb`
-                        // apart: packed, or (in place, full panels only) `b[lo + p, jc + jr
-                        // + j]` for `p < steps ≤ k - lo`, `j < nr = cols`, inside the checked
-                        // view of `b` (column stride 1). The tile
-                        // `c[ir.., jc + jr..]`, `rows × cols`, lies in the block `c` gives
-                        // exclusive access to.
-                        unsafe {
-                            let tile = c.add(ir * ldc + jc + jr);
-                            K::tile(
-                                rows,
-                                cols,
-                                steps,
-                                strip,
-                                a.row_stride,
-                                a.col_stride,
-                                panel,
-                                ldb,
-                                tile,
-                                ldc,
-                                add,
-                            )
-                        };
-                    }
+                    // SAFETY: forwarded from this function's contract; `bp` holds block
+                    // `(jc, pc)` of `b` as packed above.
+                    unsafe { strip::<K>(a, b, c, ldc, task, bp, block, ir, rows) };
                     // The last block of `b`'s columns and of `k`: these rows are done.
                     if jc + nc == n
                         && pc + kc == k
@@ -233,6 +187,77 @@ unsafe fn blocks<K: Micro>(
                 }
             }
         }
+    }
+}
+
+/// Block `(jc, pc)` of `b`: columns `jc..jc + nc`, steps `pc..pc + kc`, packed into
+/// panels or (`in_place`) read where its full panels lie.
+#[derive(Clone, Copy)]
+struct Block {
+    jc: usize,
+    nc: usize,
+    pc: usize,
+    kc: usize,
+    in_place: bool,
+}
+
+/// Rows `ir..ir + rows` of `c` through one block of `b`: a tile per panel.
+///
+/// # Safety
+/// As for `blocks`, with `bp` holding the block as `blocks` packed it (panels of `kc`
+/// rows from its start, or the last partial panel alone when read in place).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn strip<K: Micro>(
+    a: MatRef,
+    b: MatRef,
+    c: *mut f32,
+    ldc: usize,
+    task: Task,
+    bp: &[f32],
+    block: Block,
+    ir: usize,
+    rows: usize,
+) {
+    let nr = K::NR;
+    let Block { jc, nc, pc, kc, in_place } = block;
+    for jr in (0..nc).step_by(nr) {
+        let cols = nr.min(nc - jr);
+        // The steps of this block that can contribute to the tile.
+        let (lo, hi) = task.k_range(ir, ir + rows, jc + jr, jc + jr + cols, a.cols);
+        let (lo, hi) = (lo.max(pc), hi.min(pc + kc));
+        let first = !task.accumulate && pc == 0;
+        // Nothing to add: a tile is still written (as zeros) the first time.
+        let (lo, steps) = if lo < hi {
+            (lo, hi - lo)
+        } else if first {
+            (pc, 0)
+        } else {
+            continue;
+        };
+        // After the first block, and when accumulating, the tile is added to; a tile
+        // whose first block had nothing to add was written as zeros.
+        let add = !first;
+        // The strip's first element, `a[ir, lo]`: inside `a.data` (checked view).
+        let strip = &a.data[ir * a.row_stride + lo * a.col_stride..];
+        let (panel, ldb) = if !in_place {
+            (&bp[jr * kc + (lo - pc) * nr..(jr + nr) * kc], nr)
+        } else if cols == nr {
+            (&b.data[lo * b.row_stride + jc + jr..], b.row_stride)
+        } else {
+            (&bp[(lo - pc) * nr..kc * nr], nr)
+        };
+        // SAFETY: the CPU has `K`'s instruction set (contract). `strip` starts at
+        // `a[ir, lo]`, and the kernel reads `a[ir + i, lo + p]` for `i < rows`,
+        // `p < steps ≤ k - lo`: all inside the checked view, so inside `a.data`. `panel`
+        // holds `steps` rows of `nr` floats, `ldb` apart: packed, or (in place, full
+        // panels only) `b[lo + p, jc + jr + j]` for `p < steps ≤ k - lo`, `j < nr = cols`,
+        // inside the checked view of `b` (column stride 1). The tile `c[ir.., jc + jr..]`,
+        // `rows × cols`, lies in the block `c` gives exclusive access to.
+        unsafe {
+            let tile = c.add(ir * ldc + jc + jr);
+            K::tile(rows, cols, steps, strip, a.row_stride, a.col_stride, panel, ldb, tile, ldc, add)
+        };
     }
 }
 

@@ -300,7 +300,8 @@ fn items(
     let fused_product = |id: ValueId| epilogues.values().any(|&p| p == id);
     // Products written into their permute's layout, emitted at the product's place.
     let merged = merged_permutes(g, plan, keep, &epilogues);
-    let merged_into = |product: ValueId| merged.iter().find(|e| *e.1 == product).map(|(&q, _)| q);
+    let permute_of: std::collections::BTreeMap<ValueId, ValueId> =
+        merged.iter().map(|(&q, &p)| (p, q)).collect();
     let position = |gi: usize| plan.items.iter().position(|&it| it == Item::Group(gi));
     let mut last_read: std::collections::BTreeMap<ValueId, usize> = std::collections::BTreeMap::new();
     for (i, item) in plan.items.iter().enumerate() {
@@ -323,12 +324,9 @@ fn items(
             // Emitted with its loop.
             Item::Kernel(id) if fused_product(id) => quote!(),
             // Emitted with its product, which is never materialised.
-            Item::Kernel(id) if merged.contains_key(&id) => {
-                consumed.insert(merged[&id]);
-                quote!()
-            }
-            Item::Kernel(id) if merged_into(id).is_some() => {
-                let permute = merged_into(id).expect("checked");
+            Item::Kernel(id) if merged.contains_key(&id) => quote!(),
+            Item::Kernel(id) if permute_of.contains_key(&id) => {
+                let permute = permute_of[&id];
                 let Op::Layout(Layout::Permute(perm)) = &g.node(permute).op else {
                     unreachable!("a permute")
                 };
@@ -359,8 +357,11 @@ fn items(
             }
         });
         for (&v, _) in last_read.iter().filter(|&(_, &at)| at == i) {
-            let owned_real =
-                !is_ref.contains(&v) && g.ty(v).dtype == DType::F32 && plan.produced(v) && !fused_product(v);
+            let owned_real = !is_ref.contains(&v)
+                && g.ty(v).dtype == DType::F32
+                && plan.produced(v)
+                && !fused_product(v)
+                && !permute_of.contains_key(&v);
             if owned_real && !keep.contains(&v) && !consumed.contains(&v) {
                 let l = local(g, v);
                 lines.push(quote!(::adjoint::pool::recycle(#l);));

@@ -27,10 +27,7 @@ impl Element for i32 {
 }
 /// Output axis `i` is input axis `perm[i]`.
 pub fn permute<T: Element>(a: &ArrayD<T>, perm: &[usize]) -> Result<ArrayD<T>> {
-    let mut seen = vec![false; a.ndim()];
-    if perm.len() != a.ndim()
-        || !perm.iter().all(|&p| p < seen.len() && !std::mem::replace(&mut seen[p], true))
-    {
+    if !super::is_permutation(perm, a.ndim()) {
         bail!("permute: {perm:?} is not a permutation of {} axes", a.ndim());
     }
     let view = a.view().permuted_axes(IxDyn(perm));

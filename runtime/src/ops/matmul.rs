@@ -60,10 +60,7 @@ pub(crate) fn permuted<'a>(t: &'a Real, perm: &[usize]) -> Result<ndarray::Array
     if perm.is_empty() {
         return Ok(t.view());
     }
-    let mut seen = vec![false; t.ndim()];
-    if perm.len() != t.ndim()
-        || !perm.iter().all(|&p| p < seen.len() && !std::mem::replace(&mut seen[p], true))
-    {
+    if !super::is_permutation(perm, t.ndim()) {
         bail!("matmul: {perm:?} is not a permutation of the axes of a {:?} operand", t.shape());
     }
     Ok(t.view().permuted_axes(IxDyn(perm)))
@@ -92,19 +89,24 @@ fn parallel_batch(batch: usize, m: usize, n: usize, k: usize) -> bool {
 /// column-major, permuted, or a slice's).
 fn view<'d>(data: &'d [f32], strides: &[usize], shape: &[usize], i: usize) -> crate::gemm::MatRef<'d> {
     let r = shape.len();
-    let mut offset = 0;
-    let mut rest = i;
-    for axis in (0..r - 2).rev() {
-        offset += (rest % shape[axis].max(1)) * strides[axis];
-        rest /= shape[axis].max(1);
-    }
     crate::gemm::MatRef {
-        data: data.get(offset..).unwrap_or(&[]),
+        data: data.get(batch_offset(shape, strides, i)..).unwrap_or(&[]),
         rows: shape[r - 2],
         cols: shape[r - 1],
         row_stride: strides[r - 2],
         col_stride: strides[r - 1],
     }
+}
+
+/// Where matrix `i` of a batch of `shape` (row-major over the leading axes) starts, for
+/// a tensor with these `strides`.
+fn batch_offset(shape: &[usize], strides: &[usize], i: usize) -> usize {
+    let (mut offset, mut rest) = (0, i);
+    for axis in (0..shape.len() - 2).rev() {
+        offset += (rest % shape[axis].max(1)) * strides[axis];
+        rest /= shape[axis].max(1);
+    }
+    offset
 }
 
 /// The batched product of two views in any layout.
@@ -153,8 +155,7 @@ pub fn matmul_perm_out(
     let (av, bv) = (permuted(a, pa)?, permuted(b, pb)?);
     let (m, n, batch) = batch_shape(&av, &bv)?;
     let r = av.ndim();
-    let mut seen = vec![false; r];
-    if out.len() != r || !out.iter().all(|&p| p < r && !std::mem::replace(&mut seen[p], true)) {
+    if !super::is_permutation(out, r) {
         bail!("matmul: {out:?} is not a permutation of the axes of a rank-{r} product");
     }
     if out[r - 1] != r - 1 {
@@ -180,11 +181,7 @@ pub fn matmul_perm_out(
     for i in 0..batch {
         let left = view(&a_data, &a_strides, av.shape(), i);
         let right = view(&b_data, &b_strides, bv.shape(), i);
-        let (mut rest, mut at) = (i, 0);
-        for axis in (0..r - 2).rev() {
-            at += (rest % shape[axis].max(1)) * strides[axis];
-            rest /= shape[axis].max(1);
-        }
+        let at = batch_offset(&shape, &strides, i);
         crate::gemm::sgemm_rows_apart(left, right, &mut buf[at..], strides[r - 2], structure)?;
     }
     ArrayD::from_shape_vec(IxDyn(&out_shape), buf).map_err(shape_err("matmul"))

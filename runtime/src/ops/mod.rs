@@ -38,6 +38,12 @@ fn shape_err(op: &'static str) -> impl Fn(ndarray::ShapeError) -> Error {
     move |e| Error::new(format!("{op}: {e}"))
 }
 
+/// Whether `perm` lists each of `rank` axes exactly once.
+fn is_permutation(perm: &[usize], rank: usize) -> bool {
+    let mut seen = vec![false; rank];
+    perm.len() == rank && perm.iter().all(|&p| p < rank && !std::mem::replace(&mut seen[p], true))
+}
+
 fn need_axis(op: &str, ndim: usize, axis: usize) -> Result<()> {
     if axis >= ndim {
         bail!("{op}: axis {axis} out of range for {ndim} axes");
@@ -132,26 +138,10 @@ pub fn sum(a: &Real, axis: usize) -> Result<Real> {
 /// rows: tiny config, per-statement harness, the bias gradients' sums 0.043 → 0.022–0.024 ms
 /// of core time a step).
 fn column_sums(block: &[f32], inner: usize, dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-        fn avx512(block: &[f32], inner: usize, dst: &mut [f32]) {
-            column_sums_body(block, inner, dst)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2(block: &[f32], inner: usize, dst: &mut [f32]) {
-            column_sums_body(block, inner, dst)
-        }
-        match crate::fused::path() {
-            // SAFETY: `fused::path` returns `Avx512` only after `is_x86_feature_detected!`
-            // found every feature `avx512` enables; the function itself is safe code.
-            crate::fused::Path::Avx512 => return unsafe { avx512(block, inner, dst) },
-            // SAFETY: as above, for AVX2 and FMA.
-            crate::fused::Path::Avx2 => return unsafe { avx2(block, inner, dst) },
-            crate::fused::Path::Portable => {}
-        }
-    }
-    column_sums_body(block, inner, dst)
+    crate::fused::in_best_build(
+        #[inline(always)]
+        |_| column_sums_body(block, inner, dst),
+    )
 }
 
 /// `column_sums`' loops, inlined into each build.
