@@ -8,9 +8,13 @@
 //! The body is the same closure `fused::rows` would run, plus the product's row.
 //!
 //! Rows are split between threads in blocks of whole rows (each thread packs all of `b`
-//! for its rows), so every row is computed, and then handed to the body, by one thread;
-//! each element is the same in-order dot product as in `gemm::sgemm`, so results do not
-//! depend on the thread count.
+//! for its rows), so every row is computed, and then handed to the body, by one thread.
+//! Where `b` has more elements than `c` (`k > m`: GPT-2's MLP and projections at 256
+//! rows, `b` a 9 MiB weight), packing it once per thread costs more than the epilogue
+//! gains by reading rows in cache: there the product is split by columns, as a plain
+//! one is (`b` packed once in all), and the body then runs over the finished `c`, rows
+//! split between threads. Each element is the same in-order dot product as in
+//! `gemm::sgemm` either way, so results do not depend on the thread count.
 
 use rayon::prelude::*;
 
@@ -49,8 +53,12 @@ where
         MatRef { data: &b_data, rows: k, cols: n, row_stride: b_strides[0], col_stride: b_strides[1] };
     let (mut bufs, per_row) = split_outputs(m, outs)?;
     let mut c = crate::pool::take(m * n);
-    let threads = crate::gemm::threads().max(1);
-    let chunks = if m * n * k < crate::gemm::PARALLEL_MIN_WORK || m < 16 { 1 } else { threads.min(m / 8) };
+    let (chunks, by_columns) = split(m, k, n, crate::gemm::threads().max(1));
+    if by_columns {
+        let done = columns_then_rows(a_mat, b_mat, &mut c, chunks, bufs, &per_row, scratch_rows, &body);
+        crate::pool::give(c);
+        return done;
+    }
     // Whole 8-row strips per thread, so each thread's strips are the GEMM's strips.
     let per_chunk = m.div_ceil(chunks).div_ceil(8) * 8;
     let mut tasks = Vec::with_capacity(chunks);
@@ -93,6 +101,49 @@ where
     done
 }
 
+/// How an `m × k × n` product with an epilogue is split over `threads`: the number of
+/// blocks of rows, and whether the product is split by columns first (`k > m`: the
+/// module doc).
+fn split(m: usize, k: usize, n: usize, threads: usize) -> (usize, bool) {
+    let chunks = if m * n * k < crate::gemm::PARALLEL_MIN_WORK || m < 16 { 1 } else { threads.min(m / 8) };
+    (chunks, chunks > 1 && k > m)
+}
+
+/// `c = a·b` split between threads by columns (`gemm::sgemm`), then the body over
+/// `c`'s rows in `chunks` blocks on the pool (see the module doc for when).
+#[allow(clippy::too_many_arguments)]
+fn columns_then_rows<const K: usize, F>(
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    chunks: usize,
+    mut bufs: [&mut [f32]; K],
+    per_row: &[usize; K],
+    scratch_rows: usize,
+    body: &F,
+) -> Result<()>
+where
+    F: Fn(usize, &[f32], [&mut [f32]; K], &mut [f32], Arith) + Sync,
+{
+    crate::gemm::sgemm(a, b, c)?;
+    let (m, n) = (a.rows, b.cols);
+    let per_chunk = m.div_ceil(chunks);
+    let mut tasks = Vec::with_capacity(chunks);
+    let mut start = 0;
+    while start < m {
+        let end = (start + per_chunk).min(m);
+        tasks.push((start, end, take_rows(&mut bufs, per_row, end - start), &c[start * n..end * n]));
+        start = end;
+    }
+    tasks.into_par_iter().for_each(|(r0, r1, part, c_rows)| {
+        // Scratch rows are written before they are read: a pooled buffer will do.
+        let mut scratch = crate::pool::take(scratch_rows * n);
+        run_chunk(r0, r1, part, per_row, &mut scratch, &with_row(body, c_rows, r0, n));
+        crate::pool::give(scratch);
+    });
+    Ok(())
+}
+
 /// The loop body for rows from `first`, handed its row of `c_rows` (rows `n` apart).
 #[inline(always)]
 fn with_row<'a, const K: usize, F>(
@@ -120,6 +171,51 @@ mod tests {
             (0..n).map(|i| (((i + seed) * 7919) % 997) as f32 / 997.0 - 0.5).collect(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_product_split_by_columns_hands_the_same_rows_to_the_body_on_any_thread_count() {
+        let _serial = crate::gemm::tests::KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        // More of `b` than of `c`, and work enough to split: on two or more threads the
+        // product is split by columns and the body runs over its finished rows.
+        let (m, k, n) = (41, 1100, 390);
+        assert_eq!(split(m, k, n, 2), (2, true));
+        assert_eq!(split(m, k, n, 1), (1, false));
+        assert_eq!(split(1100, 41, 390, 2), (2, false), "more rows than steps: split by rows");
+        let (a, b) = (tensor(&[m, k], 1), tensor(&[k, n], 2));
+        let run = || {
+            let (mut out, mut sums) = (vec![f32::NAN; m * n], vec![f32::NAN; m]);
+            product_rows(
+                &a,
+                &[],
+                &b,
+                &[],
+                1,
+                [(&mut out[..], n), (&mut sums[..], 1)],
+                |r, c, [o, s], scratch, _| {
+                    scratch[..n].copy_from_slice(c);
+                    for (x, &v) in o.iter_mut().zip(&scratch[..n]) {
+                        *x = v + r as f32;
+                    }
+                    s[0] = c.iter().sum();
+                },
+            )
+            .unwrap();
+            (out, sums)
+        };
+        let (want_out, want_sums) = crate::parallel::serial(run);
+        let product = crate::ops::matmul(&a, &b).unwrap();
+        let product = product.as_slice().unwrap();
+        for (i, (&p, &q)) in want_out.iter().zip(product).enumerate() {
+            let q = q + (i / n) as f32;
+            assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "at {i}: {p} vs {q}");
+        }
+        for threads in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let (out, sums) = pool.install(run);
+            let same = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(same(&out, &want_out) && same(&sums, &want_sums), "{threads} threads");
+        }
     }
 
     #[test]
