@@ -1,6 +1,7 @@
 //! The execution plan as text (`adjoint MODEL --plan`): per stage, the fused loops and
 //! kernels of each pass, what the forward pass saves for the backward pass with its
-//! size at the representative sizes, and what the backward pass recomputes and why.
+//! size at the representative sizes, what the backward pass recomputes and why, and what the
+//! forward pass computes for it.
 //! Deterministic, so it can be snapshot-tested.
 
 use std::fmt::Write;
@@ -153,8 +154,16 @@ pub fn describe(p: &Program) -> String {
             None => "before the loop".to_string(),
         };
         let _ = writeln!(out, "\nstage {k}, {what}");
-        let Some(StagePlan { forward_set, forward_roots, grad_roots, backward, saved, recompute, .. }) =
-            stage::plan(st)
+        let Some(StagePlan {
+            forward_set,
+            forward_roots,
+            grad_roots,
+            backward,
+            saved,
+            recompute,
+            hoisted,
+            ..
+        }) = stage::plan(st)
         else {
             continue;
         };
@@ -174,6 +183,16 @@ pub fn describe(p: &Program) -> String {
                 name(g, id),
                 g.shape(id),
                 human(bytes(&sizes, g, id))
+            );
+        }
+        for &id in &hoisted {
+            let [h] = g.node(id).inputs[..] else { continue };
+            let _ = writeln!(
+                out,
+                "  computed in the forward pass: {} = gelu′({}), saved instead of {}: it shares GELU's tanh there",
+                name(g, id),
+                name(g, h),
+                name(g, h)
             );
         }
         let _ = writeln!(out, "  backward:");

@@ -16,7 +16,7 @@ use super::emit::{Emit, field};
 use super::loops;
 use super::schedule::{self, Item, Schedule};
 use crate::ir::{DType, Graph, ValueId};
-use crate::ops::{IndexOp, Layout, Op, Source};
+use crate::ops::{IndexOp, Layout, Op, Pointwise, Source};
 use crate::program::{Program, Scope, Stage};
 
 /// How generated code refers to a stage's names.
@@ -78,7 +78,8 @@ fn bind_input(p: &Program, stage: &Stage, id: ValueId) -> Option<TokenStream> {
 }
 
 /// What a stage's two passes compute and hand over: the backward schedule, the forward
-/// values it reads (saved), and the forward values it recomputes instead.
+/// values it reads (saved), the forward values it recomputes instead, and the backward
+/// values the forward pass computes for it.
 pub struct StagePlan {
     pub forward_set: Vec<bool>,
     pub forward_roots: Vec<ValueId>,
@@ -88,16 +89,22 @@ pub struct StagePlan {
     pub read_back: BTreeSet<ValueId>,
     pub saved: BTreeSet<ValueId>,
     pub recompute: BTreeSet<ValueId>,
+    /// Backward values computed in the forward pass instead (`hoisted`).
+    pub hoisted: BTreeSet<ValueId>,
 }
 
 /// The forward/backward split of a stage with a backward pass.
 pub fn plan(stage: &Stage) -> Option<StagePlan> {
     let g = &stage.graph;
     let back = stage.backward.as_ref()?;
-    let forward_set = g.ancestors(&[stage.output]);
     let mut grad_roots: Vec<ValueId> = back.param_grads.iter().map(|x| x.1).collect();
     grad_roots.extend(back.carry_grad);
     let all = g.ancestors(&grad_roots);
+    let mut forward_set = g.ancestors(&[stage.output]);
+    let hoisted: BTreeSet<ValueId> = hoisted(g, &forward_set, &all).into_iter().collect();
+    for id in &hoisted {
+        forward_set[id.index()] = true;
+    }
     let carry = stage.carry_in.as_ref().map(|c| c.1);
     let is_input = |id: ValueId| matches!(g.node(id).op, Op::Source(Source::Input { .. }));
     // The backward pass recomputes one-hots from their indices rather than saving a
@@ -122,7 +129,36 @@ pub fn plan(stage: &Stage) -> Option<StagePlan> {
         .collect();
     let mut forward_roots = vec![stage.output];
     forward_roots.extend(saved.iter().copied());
-    Some(StagePlan { forward_set, forward_roots, grad_roots, backward, read_back, saved, recompute })
+    Some(StagePlan { forward_set, forward_roots, grad_roots, backward, read_back, saved, recompute, hoisted })
+}
+
+/// Backward values computed in the forward pass instead: `GELU′(h)` where the
+/// forward pass computes `GELU(h)` and the backward pass reads `h` only through
+/// `GELU′`. Saving `GELU′(h)` instead of `h` costs the same bytes, and in the forward
+/// loop the two share their tanh, the costly part of each (`math::Arith`): the
+/// backward's GELU′ epilogue becomes a product of two reads.
+fn hoisted(g: &Graph, forward_set: &[bool], all: &[bool]) -> Vec<ValueId> {
+    let backward = |id: ValueId| all[id.index()] && !forward_set[id.index()];
+    let mut backward_readers: std::collections::BTreeMap<ValueId, usize> = std::collections::BTreeMap::new();
+    for id in g.ids().filter(|&id| backward(id)) {
+        for &x in &g.node(id).inputs {
+            *backward_readers.entry(x).or_default() += 1;
+        }
+    }
+    let gelu_of = |x: ValueId| {
+        g.ids().any(|id| {
+            forward_set[id.index()]
+                && matches!(g.node(id).op, Op::Pointwise(Pointwise::Gelu))
+                && g.node(id).inputs[..] == [x]
+        })
+    };
+    g.ids()
+        .filter(|&id| backward(id) && matches!(g.node(id).op, Op::Pointwise(Pointwise::GeluGrad)))
+        .filter(|&id| {
+            let [h] = g.node(id).inputs[..] else { return false };
+            forward_set[h.index()] && backward_readers.get(&h) == Some(&1) && gelu_of(h)
+        })
+        .collect()
 }
 
 /// The forward pass's schedule.
@@ -522,4 +558,29 @@ fn node(
     let args: Vec<TokenStream> = g.node(id).inputs.iter().map(|&i| arg(i)).collect();
     let call = g.node(id).op.emit(&args, cx);
     quote!(let #v = #call;)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The GELU′ values each stage's forward pass computes for its backward pass.
+    fn hoisted_in(body: &str) -> Vec<usize> {
+        let text = format!(
+            "model M {{\n dims N = 8, D = 4;\n input x: [N, D];\n input t: index[N];\n param w: [D, D];\n {body}\n}}"
+        );
+        let compiled = crate::build::compile_text(&text, "m.adj").unwrap();
+        compiled.program.stages.iter().filter_map(plan).map(|p| p.hoisted.len()).collect()
+    }
+
+    #[test]
+    fn gelu_grad_moves_to_the_forward_pass_only_where_it_replaces_its_input() {
+        // `h` is read by the backward pass only through GELU′(h): computed forward.
+        assert_eq!(hoisted_in("let h = x @ w;\n loss cross_entropy(gelu(h), t);"), [1]);
+        // `h` is also read directly (the product rule of gelu(h) ⊙ h): saving GELU′(h)
+        // would add to what is saved, so the backward pass computes it.
+        assert_eq!(hoisted_in("let h = x @ w;\n loss cross_entropy(gelu(h) * h, t);"), [0]);
+        // No GELU: nothing moves.
+        assert_eq!(hoisted_in("let h = x @ w;\n loss cross_entropy(relu(h), t);"), [0]);
+    }
 }
