@@ -166,6 +166,7 @@ pub fn part_weights(n: usize, first: usize, exponent: i32) -> (f32, f32) {
 pub(crate) const CHUNK: usize = 1 << 16;
 
 /// `dst[i] = w_dst · dst[i] + w_src · src[i]`: how two parts' gradients add.
+#[inline(always)]
 pub(crate) fn weighted_add(dst: &mut [f32], w_dst: f32, src: &[f32], w_src: f32) {
     dst.iter_mut().zip(src).for_each(|(d, &s)| *d = w_dst * *d + w_src * s);
 }
