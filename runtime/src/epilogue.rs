@@ -173,6 +173,30 @@ mod tests {
         .unwrap()
     }
 
+    /// `a · permute(b, pb)` through an epilogue whose body writes `c + r` for each
+    /// element of row `r` (through a scratch row) and each row's sum.
+    fn plus_row_index(a: &Real, b: &Real, pb: &[usize]) -> (Vec<f32>, Vec<f32>) {
+        let (m, n) = (a.shape()[0], permuted(b, pb).unwrap().shape()[1]);
+        let (mut out, mut sums) = (vec![f32::NAN; m * n], vec![f32::NAN; m]);
+        product_rows(
+            a,
+            &[],
+            b,
+            pb,
+            1,
+            [(&mut out[..], n), (&mut sums[..], 1)],
+            |r, c, [o, s], scratch, _| {
+                scratch[..n].copy_from_slice(c);
+                for (x, &v) in o.iter_mut().zip(&scratch[..n]) {
+                    *x = v + r as f32;
+                }
+                s[0] = c.iter().sum();
+            },
+        )
+        .unwrap();
+        (out, sums)
+    }
+
     #[test]
     fn a_product_split_by_columns_hands_the_same_rows_to_the_body_on_any_thread_count() {
         let _serial = crate::gemm::tests::KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -183,26 +207,7 @@ mod tests {
         assert_eq!(split(m, k, n, 1), (1, false));
         assert_eq!(split(1100, 41, 390, 2), (2, false), "more rows than steps: split by rows");
         let (a, b) = (tensor(&[m, k], 1), tensor(&[k, n], 2));
-        let run = || {
-            let (mut out, mut sums) = (vec![f32::NAN; m * n], vec![f32::NAN; m]);
-            product_rows(
-                &a,
-                &[],
-                &b,
-                &[],
-                1,
-                [(&mut out[..], n), (&mut sums[..], 1)],
-                |r, c, [o, s], scratch, _| {
-                    scratch[..n].copy_from_slice(c);
-                    for (x, &v) in o.iter_mut().zip(&scratch[..n]) {
-                        *x = v + r as f32;
-                    }
-                    s[0] = c.iter().sum();
-                },
-            )
-            .unwrap();
-            (out, sums)
-        };
+        let run = || plus_row_index(&a, &b, &[]);
         let (want_out, want_sums) = crate::parallel::serial(run);
         let product = crate::ops::matmul(&a, &b).unwrap();
         let product = product.as_slice().unwrap();
@@ -235,24 +240,7 @@ mod tests {
             for (right, perm) in [(&bt, &[1usize, 0][..]), (&b, &[][..])] {
                 crate::gemm::tests::on_every_path(|| {
                     let kernel = crate::gemm::kernel();
-                    // The body: `out = c + r` per element, and each row's sum.
-                    let (mut out, mut sums) = (vec![f32::NAN; m * n], vec![f32::NAN; m]);
-                    product_rows(
-                        &a,
-                        &[],
-                        right,
-                        perm,
-                        1,
-                        [(&mut out[..], n), (&mut sums[..], 1)],
-                        |r, c, [o, s], scratch, _| {
-                            scratch[..n].copy_from_slice(c);
-                            for (x, &v) in o.iter_mut().zip(&scratch[..n]) {
-                                *x = v + r as f32;
-                            }
-                            s[0] = c.iter().sum();
-                        },
-                    )
-                    .unwrap();
+                    let (out, sums) = plus_row_index(&a, right, perm);
                     for r in 0..m {
                         for j in 0..n {
                             let (p, q) = (out[r * n + j], want[r * n + j] + r as f32);
