@@ -133,10 +133,11 @@ pub fn plan(stage: &Stage) -> Option<StagePlan> {
 }
 
 /// Backward values computed in the forward pass instead: `GELU′(h)` where the
-/// forward pass computes `GELU(h)` and the backward pass reads `h` only through
-/// `GELU′`. Saving `GELU′(h)` instead of `h` costs the same bytes, and in the forward
-/// loop the two share their tanh, the costly part of each (`math::Arith`): the
-/// backward's GELU′ epilogue becomes a product of two reads.
+/// forward pass computes `GELU(h)` and the backward pass reads `h`, a computed value
+/// (parameters and data are re-read, not saved), only through `GELU′`. Saving
+/// `GELU′(h)` instead of `h` costs the same bytes, and in the forward loop the two
+/// share their tanh, the costly part of each (`math::Arith`): the backward's GELU′
+/// epilogue becomes an elementwise product of two reads.
 fn hoisted(g: &Graph, forward_set: &[bool], all: &[bool]) -> Vec<ValueId> {
     let backward = |id: ValueId| all[id.index()] && !forward_set[id.index()];
     let mut backward_readers: std::collections::BTreeMap<ValueId, usize> = std::collections::BTreeMap::new();
@@ -156,7 +157,10 @@ fn hoisted(g: &Graph, forward_set: &[bool], all: &[bool]) -> Vec<ValueId> {
         .filter(|&id| backward(id) && matches!(g.node(id).op, Op::Pointwise(Pointwise::GeluGrad)))
         .filter(|&id| {
             let [h] = g.node(id).inputs[..] else { return false };
-            forward_set[h.index()] && backward_readers.get(&h) == Some(&1) && gelu_of(h)
+            forward_set[h.index()]
+                && !matches!(g.node(h).op, Op::Source(_))
+                && backward_readers.get(&h) == Some(&1)
+                && gelu_of(h)
         })
         .collect()
 }
@@ -582,5 +586,8 @@ mod tests {
         assert_eq!(hoisted_in("let h = x @ w;\n loss cross_entropy(gelu(h) * h, t);"), [0]);
         // No GELU: nothing moves.
         assert_eq!(hoisted_in("let h = x @ w;\n loss cross_entropy(relu(h), t);"), [0]);
+        // GELU of a parameter: the parameter is re-read, not saved, so nothing would
+        // be saved in GELU′'s place.
+        assert_eq!(hoisted_in("loss cross_entropy(x @ gelu(w), t);"), [0]);
     }
 }
