@@ -35,7 +35,12 @@ fn read(path: &str) -> BTreeMap<String, ArrayD<f64>> {
 /// `max|a − b| / max(max|b|, floor)`, as `check_grads.py` measures.
 fn rel_err(a: &ArrayD<f64>, b: &ArrayD<f64>, floor: f64) -> f64 {
     assert_eq!(a.shape(), b.shape());
-    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    // NaN if any difference is: `f64::max` drops NaNs, so a NaN gradient would pass.
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f64, |m, d| if m.is_nan() || d.is_nan() { f64::NAN } else { m.max(d) });
     diff / b.iter().map(|y| y.abs()).fold(0.0, f64::max).max(floor)
 }
 

@@ -9,12 +9,18 @@ use std::collections::BTreeMap;
 use adjoint::ndarray::{ArrayD, IxDyn};
 use adjoint_compiler::frontend::{Mode, lower_model};
 use adjoint_compiler::interp::{Tensor, evaluate};
-use adjoint_tests::{attn, gpt, mlp};
+use adjoint_tests::{attn, embed, gpt, mlp};
 
-/// `max|a − b| / max(max|b|, floor)`.
+/// The largest of `xs`, NaN if any is (`f64::max` drops NaNs, so a NaN gradient
+/// would pass a tolerance).
+fn max_nan(xs: impl IntoIterator<Item = f64>) -> f64 {
+    xs.into_iter().fold(0.0, |m, x| if m.is_nan() || x.is_nan() { f64::NAN } else { m.max(x) })
+}
+
+/// `max|a − b| / max(max|b|, floor)`; NaN if any difference is.
 fn rel_err(a: &ArrayD<f64>, b: &ArrayD<f64>, floor: f64) -> f64 {
     assert_eq!(a.shape(), b.shape());
-    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let diff = max_nan(a.iter().zip(b).map(|(x, y)| (x - y).abs()));
     diff / b.iter().map(|y| y.abs()).fold(0.0, f64::max).max(floor)
 }
 
@@ -95,7 +101,7 @@ fn compare(
             if scale < 1e-12 {
                 // Zero in exact arithmetic (attention over one key has a constant
                 // softmax): f32 must stay at rounding level.
-                let worst = got.iter().fold(0f64, |m, v| m.max(v.abs()));
+                let worst = max_nan(got.iter().map(|v| v.abs()));
                 assert!(worst <= 1e-6, "{what} ({path}): {name} should be 0, max |g| = {worst:.2e}");
                 continue;
             }
@@ -138,6 +144,32 @@ fn gpt_matches_the_interpreter_at_odd_sizes_and_single_rows() {
         ]);
         let want = interpret("gpt", &dims, named(params.named()), data);
         compare(&format!("gpt B={b} T={t} D={d}"), &run, &want);
+    }
+}
+
+#[test]
+fn embedding_matches_the_interpreter_at_odd_sizes_and_single_rows() {
+    // Repeated tokens (V < B·T) add several rows into one row of the gradient; a
+    // single token leaves every other row zero.
+    for (b, t, d, v) in [(3, 7, 13, 5), (2, 9, 21, 37), (1, 1, 3, 2)] {
+        let sizes = embed::Sizes { T: t, D: d, V: v };
+        let params = embed::Params::init(&sizes, 3).unwrap();
+        let tokens = indices(&[b, t], v, 4);
+        let targets = indices(&[b, t], v, 5);
+        let run = || {
+            let inputs = embed::Inputs { tokens: tokens.view(), targets: targets.view() };
+            let mut grads = embed::Params::zeros(&sizes).unwrap();
+            grads.wte.fill(f32::NAN); // every element is written, untouched rows as zeros
+            let loss = embed::grads(&params, &inputs, &mut grads).unwrap();
+            (loss, named(grads.named()))
+        };
+        let dims = [("B", b), ("T", t), ("D", d), ("V", v)].map(|(k, x)| (k, x as i64));
+        let data = BTreeMap::from([
+            ("tokens".to_string(), Tensor::Index(tokens.mapv(i64::from))),
+            ("targets".to_string(), Tensor::Index(targets.mapv(i64::from))),
+        ]);
+        let want = interpret("embedding", &dims, named(params.named()), data);
+        compare(&format!("embedding B={b} T={t} D={d} V={v}"), &run, &want);
     }
 }
 
@@ -244,7 +276,7 @@ fn mismatched_batches_are_an_error_not_a_split() {
 /// change in what is fused, saved or recomputed shows up in review.
 #[test]
 fn plans_snapshot() {
-    for model in ["gpt", "mlp", "attention"] {
+    for model in ["gpt", "mlp", "attention", "embedding"] {
         let path = format!("{}/models/{model}.adj", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
         let compiled = adjoint_compiler::build::compile_text(&text, &path).unwrap();

@@ -90,7 +90,14 @@ fn run(p: &Program, names: &[stage::Names]) -> TokenStream {
                     crate::program::Scope::Model => quote!(__grads.#pf),
                     crate::program::Scope::Loop(_) => quote!(#layer.#pf),
                 };
-                if first_in_backward[i] == Some(k) {
+                let first = first_in_backward[i] == Some(k);
+                let grad = s.backward.as_ref().and_then(|b| b.param_grads.iter().find(|x| x.0 == i));
+                if let Some((_, input)) = grad.and_then(|&(_, id)| stage::scattered(s, id)) {
+                    // The stage returned the rows of a scatter: added where the gradient lies.
+                    let index = emit::field(&p.inputs[input].name);
+                    let op = if first { quote!(scatter_store) } else { quote!(scatter_accumulate) };
+                    quote!(::adjoint::ops::#op(&mut #dst, &__g.#gf, &__data.#index)?; ::adjoint::pool::recycle(__g.#gf);)
+                } else if first {
                     quote!(::adjoint::ops::store(&mut #dst, __g.#gf)?;)
                 } else {
                     quote!(::adjoint::ops::accumulate(&mut #dst, &__g.#gf)?; ::adjoint::pool::recycle(__g.#gf);)

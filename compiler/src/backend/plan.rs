@@ -1,7 +1,7 @@
 //! The execution plan as text (`adjoint MODEL --plan`): per stage, the fused loops and
 //! kernels of each pass, what the forward pass saves for the backward pass with its
-//! size at the representative sizes, what the backward pass recomputes and why, and what the
-//! forward pass computes for it.
+//! size at the representative sizes, what the backward pass recomputes and why, what the
+//! forward pass computes for it, and which gradients are scattered where they lie.
 //! Deterministic, so it can be snapshot-tested.
 
 use std::fmt::Write;
@@ -197,6 +197,18 @@ pub fn describe(p: &Program) -> String {
         }
         let _ = writeln!(out, "  backward:");
         pass(&mut out, g, &backward, &sizes, &grad_roots);
+        for &(i, grad) in st.backward.iter().flat_map(|b| &b.param_grads) {
+            if let Some((rows, input)) = stage::scattered(st, grad) {
+                let _ = writeln!(
+                    out,
+                    "  the gradient of `{}`: the rows of {} added where it lies, at the indices `{}` (no {} temporary)",
+                    p.params[i].name,
+                    name(g, rows),
+                    p.inputs[input].name,
+                    human(bytes(&sizes, g, grad))
+                );
+            }
+        }
     }
     out
 }

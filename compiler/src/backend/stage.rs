@@ -97,7 +97,7 @@ pub struct StagePlan {
 pub fn plan(stage: &Stage) -> Option<StagePlan> {
     let g = &stage.graph;
     let back = stage.backward.as_ref()?;
-    let mut grad_roots: Vec<ValueId> = back.param_grads.iter().map(|x| x.1).collect();
+    let mut grad_roots: Vec<ValueId> = back.param_grads.iter().map(|x| returned(stage, x.1)).collect();
     grad_roots.extend(back.carry_grad);
     let all = g.ancestors(&grad_roots);
     let mut forward_set = g.ancestors(&[stage.output]);
@@ -130,6 +130,25 @@ pub fn plan(stage: &Stage) -> Option<StagePlan> {
     let mut forward_roots = vec![stage.output];
     forward_roots.extend(saved.iter().copied());
     Some(StagePlan { forward_set, forward_roots, grad_roots, backward, read_back, saved, recompute, hoisted })
+}
+
+/// A parameter's gradient that is a `scatter_add` of rows by a data input (an
+/// embedding's, through its gather): `(the rows, the index's place in the program's
+/// inputs)`. The stage returns the rows, and `grads` adds them where the gradient lies
+/// (`ops::scatter_store`, `ops::scatter_accumulate`) instead of building a `[rows, …]`
+/// tensor of mostly zeros and adding all of it: for GPT-2's tied embedding that was
+/// 38M elements zeroed, then read and added, every step.
+pub fn scattered(stage: &Stage, grad: ValueId) -> Option<(ValueId, usize)> {
+    let node = stage.graph.node(grad);
+    let Op::Index(IndexOp::ScatterAdd { .. }) = node.op else { return None };
+    let index = node.inputs[1];
+    stage.inputs.iter().find(|x| x.1 == index).map(|&(i, _)| (node.inputs[0], i))
+}
+
+/// What a stage returns for a parameter's gradient: the gradient, or the rows it
+/// scatters (`scattered`).
+fn returned(stage: &Stage, grad: ValueId) -> ValueId {
+    scattered(stage, grad).map_or(grad, |(rows, _)| rows)
 }
 
 /// Backward values computed in the forward pass instead: `GELU′(h)` where the
@@ -224,7 +243,7 @@ pub fn emit(p: &Program, stage: &Stage, n: &Names, cx: &Emit) -> TokenStream {
     bwd.extend(items(g, &backward_plan, &bref, &keep, cx));
     // A gradient is moved out once; borrowed or repeated ones are cloned.
     let mut outs: Vec<(Ident, ValueId)> =
-        back.param_grads.iter().map(|&(i, id)| (grad_field(p, i), id)).collect();
+        back.param_grads.iter().map(|&(i, id)| (grad_field(p, i), returned(stage, id))).collect();
     outs.extend(back.carry_grad.map(|c| (format_ident!("carry"), c)));
     let mut uses = std::collections::BTreeMap::new();
     for (_, id) in &outs {

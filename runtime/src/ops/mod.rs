@@ -235,24 +235,75 @@ pub fn gather(table: &Real, idx: &Index) -> Result<Real> {
 
 /// The adjoint of gather: `out[idx[k]] += vals[k]`, `rows` rows.
 pub fn scatter_add(vals: &Real, idx: &Index, rows: usize) -> Result<Real> {
-    let targets = rows_of("scatter_add", idx, rows)?;
-    if vals.ndim() < idx.ndim() || vals.shape()[..idx.ndim()] != *idx.shape() {
-        bail!("scatter_add: values {:?} do not match indices {:?}", vals.shape(), idx.shape());
-    }
-    let row_len: usize = vals.shape()[idx.ndim()..].iter().product();
+    let row = vals.shape().get(idx.ndim()..).unwrap_or(&[]);
     let mut shape = vec![rows];
-    shape.extend_from_slice(&vals.shape()[idx.ndim()..]);
-    // A pooled buffer: for GPT-2 this is the 38M-element embedding gradient, every step.
-    let mut out = crate::pool::take(rows * row_len);
-    out.fill(0.0);
-    let flat = vals.as_standard_layout();
-    let flat = flat.as_slice().unwrap_or(&[]);
-    for (k, &r) in targets.iter().enumerate() {
-        for j in 0..row_len {
-            out[r * row_len + j] += flat[k * row_len + j];
+    shape.extend_from_slice(row);
+    // A pooled buffer, which `scatter_store` zeroes.
+    let len = rows * row.iter().product::<usize>();
+    let mut out = ArrayD::from_shape_vec(shape, crate::pool::take(len)).map_err(shape_err("scatter_add"))?;
+    scatter_store(&mut out, vals, idx)?;
+    Ok(out)
+}
+
+/// `dst = scatter_add(vals, idx, rows)` written into `dst`'s own buffer: a parameter's
+/// first gradient contribution from a gather (an embedding), with no `[rows, …]`
+/// temporary.
+pub fn scatter_store(dst: &mut Real, vals: &Real, idx: &Index) -> Result<()> {
+    let scatter = Scatter::new("scatter_store", dst, vals, idx)?;
+    scatter.dst.fill(0.0);
+    scatter.add_rows();
+    Ok(())
+}
+
+/// `dst += scatter_add(vals, idx, rows)` where `dst` lies: a later gradient contribution
+/// from a gather only touches the rows the indices name. For GPT-2's tied embedding
+/// this replaces zeroing a 38M-element temporary and adding all of it to the gradient.
+pub fn scatter_accumulate(dst: &mut Real, vals: &Real, idx: &Index) -> Result<()> {
+    Scatter::new("scatter_accumulate", dst, vals, idx)?.add_rows();
+    Ok(())
+}
+
+/// A checked scatter: `dst`'s elements, the row of `dst` each index names, and `vals`
+/// in row-major order (`vals` is `idx`'s shape followed by a row of `dst`).
+struct Scatter<'a> {
+    dst: &'a mut [f32],
+    targets: Vec<usize>,
+    vals: std::borrow::Cow<'a, [f32]>,
+}
+
+impl<'a> Scatter<'a> {
+    fn new(op: &str, dst: &'a mut Real, vals: &'a Real, idx: &Index) -> Result<Scatter<'a>> {
+        let (d, k) = (dst.ndim(), idx.ndim());
+        if d == 0
+            || vals.ndim() != k + d - 1
+            || vals.shape()[..k] != *idx.shape()
+            || vals.shape()[k..] != dst.shape()[1..]
+        {
+            bail!(
+                "{op}: values {:?} do not match indices {:?} and rows of {:?}",
+                vals.shape(),
+                idx.shape(),
+                dst.shape()
+            );
+        }
+        let targets = rows_of(op, idx, dst.shape()[0])?;
+        let vals = match vals.as_slice() {
+            Some(v) => std::borrow::Cow::Borrowed(v),
+            None => std::borrow::Cow::Owned(vals.iter().copied().collect()),
+        };
+        let Some(dst) = dst.as_slice_mut() else { bail!("{op}: the destination is not contiguous") };
+        Ok(Scatter { dst, targets, vals })
+    }
+
+    /// Adds row `k` of `vals` into row `targets[k]` of `dst`, in index order.
+    fn add_rows(self) {
+        let row_len = self.vals.len() / self.targets.len().max(1);
+        for (&r, row) in self.targets.iter().zip(self.vals.chunks_exact(row_len.max(1))) {
+            for (d, &v) in self.dst[r * row_len..(r + 1) * row_len].iter_mut().zip(row) {
+                *d += v;
+            }
         }
     }
-    ArrayD::from_shape_vec(shape, out).map_err(shape_err("scatter_add"))
 }
 
 pub fn one_hot(idx: &Index, depth: usize) -> Result<Real> {
@@ -321,6 +372,43 @@ pub fn scalar(a: &Real) -> Result<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scatters_store_and_add_rows_where_the_gradient_lies() {
+        // Rows of a [2, 3, 4] tensor of values into a [5, 4] table, index 1 three times.
+        let vals =
+            ArrayD::from_shape_fn(IxDyn(&[2, 3, 4]), |ix| (ix[0] * 12 + ix[1] * 4 + ix[2]) as f32 - 7.5);
+        let idx = Index::from_shape_vec(IxDyn(&[2, 3]), vec![1, 4, 1, 0, 1, 4]).unwrap();
+        let mut want = ArrayD::<f32>::zeros(IxDyn(&[5, 4]));
+        for (k, &r) in idx.iter().enumerate() {
+            for j in 0..4 {
+                want[[r as usize, j]] += vals[[k / 3, k % 3, j]];
+            }
+        }
+        assert_eq!(scatter_add(&vals, &idx, 5).unwrap(), want);
+        let mut stored = ArrayD::from_elem(IxDyn(&[5, 4]), f32::NAN);
+        scatter_store(&mut stored, &vals, &idx).unwrap();
+        assert_eq!(stored, want, "every row written, the untouched ones zero");
+        let before = ArrayD::from_shape_fn(IxDyn(&[5, 4]), |ix| (ix[0] * 4 + ix[1]) as f32 * 0.25);
+        let mut added = before.clone();
+        scatter_accumulate(&mut added, &vals, &idx).unwrap();
+        assert_eq!(added, &before + &want);
+        // Values read through a transposed view: the same rows.
+        let t = vals.clone().reversed_axes();
+        let t = t.as_standard_layout().into_owned().reversed_axes();
+        let mut again = before.clone();
+        scatter_accumulate(&mut again, &t, &idx).unwrap();
+        assert_eq!(again, added);
+        // Bad input: an error, and the gradient is left as it was.
+        let far = Index::from_shape_vec(IxDyn(&[2, 3]), vec![1, 5, 1, 0, 1, 4]).unwrap();
+        let e = scatter_accumulate(&mut added, &vals, &far).unwrap_err();
+        assert!(e.message.contains("out of range 0..5"), "{e}");
+        let e = scatter_store(&mut added, &vals, &Index::zeros(IxDyn(&[3, 2]))).unwrap_err();
+        assert!(e.message.contains("do not match"), "{e}");
+        let e = scatter_accumulate(&mut ArrayD::zeros(IxDyn(&[5, 3])), &vals, &idx).unwrap_err();
+        assert!(e.message.contains("do not match"), "{e}");
+        assert_eq!(added, &before + &want);
+    }
 
     #[test]
     fn sums_along_every_axis_match_ndarray() {
