@@ -51,14 +51,16 @@ where
         MatRef { data: &a_data, rows: m, cols: k, row_stride: a_strides[0], col_stride: a_strides[1] };
     let b_mat =
         MatRef { data: &b_data, rows: k, cols: n, row_stride: b_strides[0], col_stride: b_strides[1] };
-    let (mut bufs, per_row) = split_outputs(m, outs)?;
     let mut c = crate::pool::take(m * n);
     let (chunks, by_columns) = split(m, k, n, crate::gemm::threads().max(1));
     if by_columns {
-        let done = columns_then_rows(a_mat, b_mat, &mut c, chunks, bufs, &per_row, scratch_rows, &body);
+        // Split by columns as a plain product is, then the body over the finished rows.
+        let done = crate::gemm::sgemm(a_mat, b_mat, &mut c)
+            .and_then(|()| crate::fused::rows(m, n, scratch_rows, outs, with_row(&body, &c, 0, n)));
         crate::pool::give(c);
         return done;
     }
+    let (mut bufs, per_row) = split_outputs(m, outs)?;
     // Whole 8-row strips per thread, so each thread's strips are the GEMM's strips.
     let per_chunk = m.div_ceil(chunks).div_ceil(8) * 8;
     let mut tasks = Vec::with_capacity(chunks);
@@ -107,41 +109,6 @@ where
 fn split(m: usize, k: usize, n: usize, threads: usize) -> (usize, bool) {
     let chunks = if m * n * k < crate::gemm::PARALLEL_MIN_WORK || m < 16 { 1 } else { threads.min(m / 8) };
     (chunks, chunks > 1 && k > m)
-}
-
-/// `c = a·b` split between threads by columns (`gemm::sgemm`), then the body over
-/// `c`'s rows in `chunks` blocks on the pool (see the module doc for when).
-#[allow(clippy::too_many_arguments)]
-fn columns_then_rows<const K: usize, F>(
-    a: MatRef,
-    b: MatRef,
-    c: &mut [f32],
-    chunks: usize,
-    mut bufs: [&mut [f32]; K],
-    per_row: &[usize; K],
-    scratch_rows: usize,
-    body: &F,
-) -> Result<()>
-where
-    F: Fn(usize, &[f32], [&mut [f32]; K], &mut [f32], Arith) + Sync,
-{
-    crate::gemm::sgemm(a, b, c)?;
-    let (m, n) = (a.rows, b.cols);
-    let per_chunk = m.div_ceil(chunks);
-    let mut tasks = Vec::with_capacity(chunks);
-    let mut start = 0;
-    while start < m {
-        let end = (start + per_chunk).min(m);
-        tasks.push((start, end, take_rows(&mut bufs, per_row, end - start), &c[start * n..end * n]));
-        start = end;
-    }
-    tasks.into_par_iter().for_each(|(r0, r1, part, c_rows)| {
-        // Scratch rows are written before they are read: a pooled buffer will do.
-        let mut scratch = crate::pool::take(scratch_rows * n);
-        run_chunk(r0, r1, part, per_row, &mut scratch, &with_row(body, c_rows, r0, n));
-        crate::pool::give(scratch);
-    });
-    Ok(())
 }
 
 /// The loop body for rows from `first`, handed its row of `c_rows` (rows `n` apart).

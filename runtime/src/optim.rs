@@ -26,7 +26,7 @@ pub enum Method {
 
 // Updates run over the pool in fixed chunks (`parallel::CHUNK`): each element's
 // update reads only its own values, so the result does not depend on the split.
-use crate::parallel::{CHUNK, for_each_chunk, weighted_add};
+use crate::parallel::{CHUNK, for_each_chunk, weighted, weighted_add};
 
 /// An optimizer's method, step count and state.
 #[derive(Clone, Debug)]
@@ -300,9 +300,9 @@ struct Chunk<'a> {
 impl Chunk<'_> {
     /// A summed gradient is added first (the chunk, at most 256 KiB, is still in cache
     /// for the update; for SGD in the same loop), then one loop per rule, so each
-    /// vectorises, in the widest build
-    /// the CPU has (`fused::in_best_build`; without fused multiply-adds, which Rust
-    /// never forms on its own, so every build gives the same bits).
+    /// vectorises, in the widest build the CPU has (`fused::in_best_build`; without
+    /// fused multiply-adds, which Rust never forms on its own, so every build gives the
+    /// same bits).
     fn run(self) {
         crate::fused::in_best_build(
             #[inline(always)]
@@ -317,7 +317,7 @@ impl Chunk<'_> {
             // SGD on a summed gradient: one pass, the sum written back and used at once.
             (Rule::Sgd { lr }, Slices::Sum { dst, w_dst, src, w_src }) => {
                 for ((p, d), &s) in p.iter_mut().zip(dst.iter_mut()).zip(src) {
-                    *d = w_dst * *d + w_src * s;
+                    *d = weighted(*d, w_dst, s, w_src);
                     *p -= lr * *d;
                 }
                 return;

@@ -165,10 +165,17 @@ pub fn part_weights(n: usize, first: usize, exponent: i32) -> (f32, f32) {
 /// the pool.
 pub(crate) const CHUNK: usize = 1 << 16;
 
-/// `dst[i] = w_dst · dst[i] + w_src · src[i]`: how two parts' gradients add.
+/// How two parts' gradients add, element by element: `w_dst · d + w_src · s` (one
+/// place, so every pass that adds them gives the same bits).
+#[inline(always)]
+pub(crate) fn weighted(d: f32, w_dst: f32, s: f32, w_src: f32) -> f32 {
+    w_dst * d + w_src * s
+}
+
+/// `dst[i] = weighted(dst[i], w_dst, src[i], w_src)` for every element.
 #[inline(always)]
 pub(crate) fn weighted_add(dst: &mut [f32], w_dst: f32, src: &[f32], w_src: f32) {
-    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = w_dst * *d + w_src * s);
+    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = weighted(*d, w_dst, s, w_src));
 }
 
 /// `dst[i] = w_dst · dst[i] + w_src · src[i]` for every tensor, `src[k]` added into

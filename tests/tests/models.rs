@@ -111,6 +111,14 @@ fn compare(
     }
 }
 
+/// The interpreter's feeds for a model whose inputs are `tokens` and `targets`.
+fn token_feeds(tokens: &ArrayD<i32>, targets: &ArrayD<i32>) -> BTreeMap<String, Tensor> {
+    BTreeMap::from([
+        ("tokens".to_string(), Tensor::Index(tokens.mapv(i64::from))),
+        ("targets".to_string(), Tensor::Index(targets.mapv(i64::from))),
+    ])
+}
+
 fn named(list: Vec<(String, &ArrayD<f32>)>) -> BTreeMap<String, ArrayD<f32>> {
     list.into_iter().map(|(n, t)| (n, t.clone())).collect()
 }
@@ -138,10 +146,7 @@ fn gpt_matches_the_interpreter_at_odd_sizes_and_single_rows() {
         };
         let dims = [("B", b), ("T", t), ("D", d), ("H", h), ("F", f), ("V", v), ("L", l)]
             .map(|(k, x)| (k, x as i64));
-        let data = BTreeMap::from([
-            ("tokens".to_string(), Tensor::Index(tokens.mapv(i64::from))),
-            ("targets".to_string(), Tensor::Index(targets.mapv(i64::from))),
-        ]);
+        let data = token_feeds(&tokens, &targets);
         let want = interpret("gpt", &dims, named(params.named()), data);
         compare(&format!("gpt B={b} T={t} D={d}"), &run, &want);
     }
@@ -164,10 +169,7 @@ fn embedding_matches_the_interpreter_at_odd_sizes_and_single_rows() {
             (loss, named(grads.named()))
         };
         let dims = [("B", b), ("T", t), ("D", d), ("V", v)].map(|(k, x)| (k, x as i64));
-        let data = BTreeMap::from([
-            ("tokens".to_string(), Tensor::Index(tokens.mapv(i64::from))),
-            ("targets".to_string(), Tensor::Index(targets.mapv(i64::from))),
-        ]);
+        let data = token_feeds(&tokens, &targets);
         let want = interpret("embedding", &dims, named(params.named()), data);
         compare(&format!("embedding B={b} T={t} D={d} V={v}"), &run, &want);
     }

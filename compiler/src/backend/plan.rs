@@ -88,28 +88,19 @@ fn pass(out: &mut String, g: &Graph, s: &Schedule, sizes: &Sizes, roots: &[Value
                     (Op::Matmul, Some((src, p))) => format!("{} read as permute{p:?}", name(g, src)),
                     _ => name(g, i),
                 };
-                let skip =
-                    match g.node(id).op {
-                        _ if epilogues.values().any(|&p| p == id) => {
-                            Some(" [fused: its loop below runs as its epilogue]".to_string())
-                        }
-                        _ if merged.contains_key(&id) => {
-                            Some(" [no copy: the product above writes its layout]".to_string())
-                        }
-                        Op::Matmul => {
-                            let notes: Vec<String> =
-                                causal
-                                    .product(g, id)
-                                    .describe()
-                                    .into_iter()
-                                    .chain(merged.iter().filter(|e| *e.1 == id).map(|(&q, _)| {
-                                        format!("written straight into {}'s layout", name(g, q))
-                                    }))
-                                    .collect();
-                            (!notes.is_empty()).then(|| format!(" [{}]", notes.join("; ")))
-                        }
-                        _ => None,
-                    };
+                // What the kernel does beyond its op: fused, merged into a permute, causal.
+                let notes: Vec<String> = if epilogues.values().any(|&p| p == id) {
+                    vec!["fused: its loop below runs as its epilogue".to_string()]
+                } else if merged.contains_key(&id) {
+                    vec!["no copy: the product above writes its layout".to_string()]
+                } else if matches!(g.node(id).op, Op::Matmul) {
+                    let into = merged.iter().filter(|e| *e.1 == id);
+                    let into = into.map(|(&q, _)| format!("written straight into {}'s layout", name(g, q)));
+                    causal.product(g, id).describe().into_iter().chain(into).collect()
+                } else {
+                    Vec::new()
+                };
+                let skip = (!notes.is_empty()).then(|| format!(" [{}]", notes.join("; ")));
                 let _ = writeln!(
                     out,
                     "    {} {} → {} ({}){}",
