@@ -82,16 +82,56 @@ pub fn node_parts(egraph: &Graph, sizes: &Sizes, node: &Tensor) -> (f64, f64) {
             let k = sizes.dim(&a[a.len() - 1]);
             (2.0 * out_n * k, bytes(in_n + out_n))
         }
-        // A negative factor costs as much as a positive one; the extra unit only breaks
-        // ties toward `(P − Y)/N` over `−(Y − P)/N`, for readable formulas.
-        Kind::Scale if matches!(&egraph[children[0]].data.leaf, Some(Leaf::Scalar(c)) if c.coef < 0.0) => {
-            (1.0 + out_n.max(in_n), bytes(in_n + out_n))
+        // A positive factor on a value some elementwise loop computes anyway is one
+        // multiply in that loop: it moves no bytes of its own. Charging it a pass made
+        // attention scale `Q_h` and `K_h` (smaller than the scores, but views of the
+        // heads' layout) in copying loops of their own instead of in the masked softmax
+        // and its gradient. A negative factor keeps its pass (plus one unit, which breaks
+        // ties toward `(P − Y)/N` over `−(Y − P)/N`, for readable formulas): free signs
+        // let the MLP test model's extraction move one into a product that then read
+        // `x` beside `−x`, saving both, which this model does not price.
+        Kind::Scale => {
+            let tie = matches!(&egraph[children[0]].data.leaf, Some(Leaf::Scalar(c)) if c.coef < 0.0);
+            let moved = if !tie && computed(egraph, children[1]) { 0.0 } else { bytes(in_n + out_n) };
+            (f64::from(u8::from(tie)) + out_n.max(in_n), moved)
         }
         Kind::Exp | Kind::Log | Kind::Tanh | Kind::Sqrt | Kind::Gelu | Kind::GeluGrad => {
             (4.0 * out_n, bytes(in_n + out_n))
         }
         _ => (out_n.max(in_n), bytes(in_n + out_n)),
     }
+}
+
+/// Whether some node of `class` computes its value in an elementwise loop, so a factor
+/// on it can ride in that loop. A product is not one: its epilogue could take the
+/// factor, but a product whose only reader is a permute writes that layout directly,
+/// which a scaling epilogue would stop (attention's `dK_h`, `dQ_h`).
+fn computed(egraph: &Graph, class: Id) -> bool {
+    egraph[class].nodes.iter().any(|node| {
+        matches!(
+            node,
+            Tensor::Op(
+                Kind::Add
+                    | Kind::Sub
+                    | Kind::Mul
+                    | Kind::Div
+                    | Kind::Neg
+                    | Kind::Scale
+                    | Kind::Shift
+                    | Kind::Exp
+                    | Kind::Log
+                    | Kind::Tanh
+                    | Kind::Sqrt
+                    | Kind::Relu
+                    | Kind::Step
+                    | Kind::Gelu
+                    | Kind::GeluGrad
+                    | Kind::Causal
+                    | Kind::Select,
+                _
+            )
+        )
+    })
 }
 
 /// The total cost of the DAG `choice` selects under `roots`, each class counted once;
