@@ -59,6 +59,11 @@ pub fn serial<R>(f: impl FnOnce() -> R) -> R {
     with_cell(&SERIAL, true, f)
 }
 
+/// Whether this thread is in serial mode (`serial`: each half of a split batch is).
+pub(crate) fn is_serial() -> bool {
+    SERIAL.with(Cell::get)
+}
+
 /// Runs `f` with the `grads` it calls on this thread taking whole batches (tests
 /// compare the two paths; `set_batch_split` is the process-wide switch).
 pub fn whole_batch<R>(f: impl FnOnce() -> R) -> R {
