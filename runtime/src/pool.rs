@@ -13,7 +13,7 @@
 //! buffer then comes back to the core whose cache last held it, and the halves never
 //! wait on one lock. With one shared pool, a half took buffers the other core had just
 //! written (their lines then move between the caches) and both locked it hundreds of
-//! times a step: `examples/gpt/ab.sh` small 0.967, tiny 0.948 and 0.985 (BENCHMARKS.md).
+//! times a step: `examples/gpt/ab.sh` tiny 0.992 and 0.977, small 0.981 and 0.991.
 //! Other work shares one pool behind a lock: a whole-batch step starts on whichever
 //! pool thread picks it up, and with a pool per thread each of them came to hold a full
 //! set (GPT-2's peak RSS 1,416 → 1,861 MiB).
