@@ -36,6 +36,8 @@ pub struct Options {
     pub batch: Option<String>,
     pub gemm: String,
     pub split: String,
+    /// Where to write each timed step's milliseconds (`--step-times`).
+    pub step_times: Option<String>,
 }
 
 pub fn run(o: &Options) -> Res<()> {
@@ -99,6 +101,11 @@ pub fn run(o: &Options) -> Res<()> {
     let inputs = gpt::Inputs { tokens: tokens.view(), targets: targets.view() };
     let mut grads = gpt::Params::zeros(&sizes).map_err(|e| e.to_string())?;
     let mut sgd = Optimizer::new(Method::Sgd);
+    // Created before the steps run, so a path that cannot be written fails at once.
+    let mut step_times = match &o.step_times {
+        Some(path) => Some(std::fs::File::create(path).map_err(|e| format!("{path}: {e}"))?),
+        None => None,
+    };
     let (mut times, mut losses) = (Vec::new(), Vec::new());
     let split_before = adjoint::parallel::split_steps();
     for i in 0..o.warmup + o.steps {
@@ -110,6 +117,11 @@ pub fn run(o: &Options) -> Res<()> {
             times.push(elapsed);
             losses.push(loss);
         }
+    }
+    if let Some(file) = &mut step_times {
+        use std::io::Write;
+        let text: String = times.iter().map(|t| format!("{:.4}\n", t * 1e3)).collect();
+        file.write_all(text.as_bytes()).map_err(|e| format!("--step-times: {e}"))?;
     }
     let flops = train_flops(b, t, d, f, l, v);
     let mut sorted = times.clone();

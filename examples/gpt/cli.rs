@@ -63,6 +63,10 @@ enum Command {
         /// set is at most 64 MiB, the default), always, or off (the whole batch at once)
         #[arg(long, default_value = "auto")]
         split: String,
+        /// Also write each timed step's milliseconds to this file, one a line, in order
+        /// (to tell a slow phase of the machine from a slow run)
+        #[arg(long)]
+        step_times: Option<String>,
     },
     /// Text sampled from a train_gpt checkpoint.
     Generate {
@@ -93,7 +97,7 @@ pub fn run(args: Args) -> Res<()> {
             }
             Ok(())
         }
-        Command::Bench { config, steps, warmup, seed, params, batch, gemm, split } => {
+        Command::Bench { config, steps, warmup, seed, params, batch, gemm, split, step_times } => {
             crate::bench::run(&crate::bench::Options {
                 config,
                 steps,
@@ -103,6 +107,7 @@ pub fn run(args: Args) -> Res<()> {
                 batch,
                 gemm,
                 split,
+                step_times,
             })
         }
         Command::Generate { checkpoint: path, prompt, tokens, temperature, top_k, seed } => {

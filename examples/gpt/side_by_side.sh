@@ -17,9 +17,10 @@ cases="$(mktemp -d)"
 log="$cases/log"
 cargo build --release --example gpt >/dev/null
 for c in "$@"; do
-  # A tiny step is about a millisecond: 200 of them, so one slow phase of the machine
-  # cannot cover a whole run.
-  case "$c" in tiny) steps=200 ;; gpt2) steps=5 ;; *) steps=20 ;; esac
+  # A tiny step is about a millisecond, and this machine's slow phases last from a
+  # quarter of a second to two (`gpt bench --step-times`): 2,000 steps, so each run
+  # spans several phases rather than sitting inside one.
+  case "$c" in tiny) steps=2000 ;; gpt2) steps=5 ;; *) steps=20 ;; esac
   "$P" "$S/make_case.py" --config "$c" --seed 0 --out "$cases/$c" >/dev/null
   for r in $(seq 1 "$ROUNDS"); do
     echo "== $c round $r"
