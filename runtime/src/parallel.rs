@@ -7,7 +7,10 @@
 //! Why split the batch: on the 2-core machines this targets, handing each product and
 //! loop to the pool costs a wake-up per call and leaves one core idle through every
 //! copy, sum and small loop (17% idle through the small config's step, `time`). Two
-//! half-batch steps, each on one core in serial mode, hand off once per step.
+//! half-batch steps, each on one core in serial mode, hand off once per step. The two
+//! take the same time only on average (on small, one waited 0–8% of the step for the
+//! other), so when one finishes, the other's remaining kernels spread over the pool and
+//! the finished core takes its share (`threads`).
 //!
 //! The split does not depend on the thread count: a batch of `n ≥ 2` always runs as
 //! `n/2` and `n - n/2` examples (one after the other when there is one thread), so the
@@ -15,14 +18,18 @@
 //! they may differ in the last bits: the AVX2 and AVX-512 builds fuse multiply-adds,
 //! the portable one does not).
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::error::{Result, bail};
 use crate::ops::Real;
 
 thread_local! {
     static SERIAL: Cell<bool> = const { Cell::new(false) };
+    /// In one part of a split step (`join_parts`): the flag the other part sets when
+    /// it finishes.
+    static PARTNER_DONE: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
     /// Set inside `whole_batch`.
     static WHOLE: Cell<bool> = const { Cell::new(false) };
     /// Split steps this thread has run (`split_steps`).
@@ -49,14 +56,44 @@ pub const AUTO_MAX_SPARE_BYTES: usize = 64 << 20;
 
 static BATCH_SPLIT: AtomicU8 = AtomicU8::new(BatchSplit::Auto as u8);
 
-/// The threads a kernel may split its work over: the pool's, or 1 in serial mode.
+/// The threads a kernel may split its work over: the pool's, or 1 in serial mode,
+/// except in a part of a split step whose other part has finished: the two parts take
+/// the same time only on average (small's waited 0–8% of the step for each other), so
+/// the one still running spreads its remaining kernels over the pool, where the core
+/// that finished takes its share. Kernels give the same results at any thread count.
 pub fn threads() -> usize {
-    if SERIAL.with(Cell::get) { 1 } else { rayon::current_num_threads() }
+    if SERIAL.with(Cell::get) && !partner_done() { 1 } else { rayon::current_num_threads() }
+}
+
+/// Whether this thread runs a part of a split step whose other part has finished.
+fn partner_done() -> bool {
+    PARTNER_DONE.with_borrow(|done| done.as_ref().is_some_and(|d| d.load(Ordering::Acquire)))
 }
 
 /// Runs `f` with every kernel it calls on the calling thread.
 pub fn serial<R>(f: impl FnOnce() -> R) -> R {
-    with_cell(&SERIAL, true, f)
+    with_partner(None, || with_cell(&SERIAL, true, f))
+}
+
+/// `f` in serial mode as one part of a split step, its kernels spreading over the pool
+/// once `partner_done` is set; then sets `done` for the other part.
+fn part<R>(partner_done: &Arc<AtomicBool>, done: &AtomicBool, f: impl FnOnce() -> R) -> R {
+    let out = serial(|| with_partner(Some(partner_done.clone()), f));
+    done.store(true, Ordering::Release);
+    out
+}
+
+/// `f` with this thread's `PARTNER_DONE` set to `flag`, the old value restored after
+/// (also on a panic).
+fn with_partner<R>(flag: Option<Arc<AtomicBool>>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Arc<AtomicBool>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PARTNER_DONE.set(self.0.take());
+        }
+    }
+    let _restore = Restore(PARTNER_DONE.replace(flag));
+    f()
 }
 
 /// Whether this thread is in serial mode (`serial`: each half of a split batch is).
@@ -132,7 +169,10 @@ pub fn join_parts<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce
     SPLIT_STEPS.with(|n| n.set(n.get() + 1));
     match threads() {
         1 => (a(), b()),
-        2 => rayon::join(|| serial(a), || serial(b)),
+        2 => {
+            let (a_done, b_done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+            rayon::join(|| part(&b_done, &a_done, a), || part(&a_done, &b_done, b))
+        }
         _ => rayon::join(a, b),
     }
 }
@@ -234,6 +274,43 @@ mod tests {
         });
         assert_eq!(threads(), outside);
         assert_eq!(rayon::join(|| serial(threads), threads), (1, rayon::current_num_threads()));
+    }
+
+    #[test]
+    fn a_part_spreads_over_the_pool_once_the_other_part_has_finished() {
+        let pool = rayon::current_num_threads();
+        if pool < 2 {
+            return;
+        }
+        // Large enough for the product to be split between threads.
+        let (m, k, n) = (300, 200, 600);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 23) as f32 - 11.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 104_729) % 19) as f32 / 7.0).collect();
+        let product = || {
+            let view =
+                |data, rows, cols| crate::gemm::MatRef { data, rows, cols, row_stride: cols, col_stride: 1 };
+            let mut c = vec![0f32; m * n];
+            crate::gemm::sgemm(view(&a[..], m, k), view(&b[..], k, n), &mut c).unwrap();
+            c
+        };
+        let want = serial(product);
+        // The second part waits for the first to finish (side by side or after it on
+        // the same thread), so the first always runs alone on its core.
+        let (first, (during, nested, got)) = join_parts(
+            || (threads(), partner_done()),
+            || {
+                let started = std::time::Instant::now();
+                while !partner_done() && started.elapsed() < std::time::Duration::from_secs(20) {
+                    std::thread::yield_now();
+                }
+                (threads(), serial(threads), product())
+            },
+        );
+        assert_eq!(first, (1, false));
+        assert_eq!(during, pool, "the remaining part spreads over the pool");
+        assert_eq!(nested, 1, "serial inside a part is serial");
+        assert!(got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()), "the same bits");
+        assert_eq!((threads(), partner_done()), (pool, false), "restored after the step");
     }
 
     #[test]
