@@ -18,18 +18,18 @@
 //! they may differ in the last bits: the AVX2 and AVX-512 builds fuse multiply-adds,
 //! the portable one does not).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::{Result, bail};
 use crate::ops::Real;
 
 thread_local! {
     static SERIAL: Cell<bool> = const { Cell::new(false) };
-    /// In one part of a split step (`join_parts`): the flag the other part sets when
-    /// it finishes.
-    static PARTNER_DONE: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+    /// In one part of a split step (`join_parts`): how many of the step's two parts are
+    /// still running.
+    static PARTS_RUNNING: Cell<Option<Arc<AtomicU8>>> = const { Cell::new(None) };
     /// Set inside `whole_batch`.
     static WHOLE: Cell<bool> = const { Cell::new(false) };
     /// Split steps this thread has run (`split_steps`).
@@ -67,33 +67,25 @@ pub fn threads() -> usize {
 
 /// Whether this thread runs a part of a split step whose other part has finished.
 fn partner_done() -> bool {
-    PARTNER_DONE.with_borrow(|done| done.as_ref().is_some_and(|d| d.load(Ordering::Acquire)))
+    PARTS_RUNNING.with(|cell| {
+        let running = cell.take();
+        let done = running.as_ref().is_some_and(|n| n.load(Ordering::Acquire) == 1);
+        cell.set(running);
+        done
+    })
 }
 
 /// Runs `f` with every kernel it calls on the calling thread.
 pub fn serial<R>(f: impl FnOnce() -> R) -> R {
-    with_partner(None, || with_cell(&SERIAL, true, f))
+    with_cell(&PARTS_RUNNING, None, || with_cell(&SERIAL, true, f))
 }
 
-/// `f` in serial mode as one part of a split step, its kernels spreading over the pool
-/// once `partner_done` is set; then sets `done` for the other part.
-fn part<R>(partner_done: &Arc<AtomicBool>, done: &AtomicBool, f: impl FnOnce() -> R) -> R {
-    let out = serial(|| with_partner(Some(partner_done.clone()), f));
-    done.store(true, Ordering::Release);
+/// `f` in serial mode as one of the two parts of a split step counted by `running`,
+/// its kernels spreading over the pool once the other part has finished.
+fn part<R>(running: &Arc<AtomicU8>, f: impl FnOnce() -> R) -> R {
+    let out = serial(|| with_cell(&PARTS_RUNNING, Some(running.clone()), f));
+    running.fetch_sub(1, Ordering::Release);
     out
-}
-
-/// `f` with this thread's `PARTNER_DONE` set to `flag`, the old value restored after
-/// (also on a panic).
-fn with_partner<R>(flag: Option<Arc<AtomicBool>>, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Arc<AtomicBool>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            PARTNER_DONE.set(self.0.take());
-        }
-    }
-    let _restore = Restore(PARTNER_DONE.replace(flag));
-    f()
 }
 
 /// Whether this thread is in serial mode (`serial`: each half of a split batch is).
@@ -114,18 +106,20 @@ pub fn split_steps() -> usize {
 
 /// `f` with the thread-local `cell` holding `value`, its old value restored after (also
 /// on a panic).
-fn with_cell<T: Copy, R>(
+fn with_cell<T: 'static, R>(
     cell: &'static std::thread::LocalKey<Cell<T>>,
     value: T,
     f: impl FnOnce() -> R,
 ) -> R {
-    struct Restore<T: Copy + 'static>(&'static std::thread::LocalKey<Cell<T>>, T);
-    impl<T: Copy + 'static> Drop for Restore<T> {
+    struct Restore<T: 'static>(&'static std::thread::LocalKey<Cell<T>>, Option<T>);
+    impl<T: 'static> Drop for Restore<T> {
         fn drop(&mut self) {
-            self.0.with(|c| c.set(self.1));
+            if let Some(old) = self.1.take() {
+                self.0.set(old);
+            }
         }
     }
-    let _restore = Restore(cell, cell.with(|c| c.replace(value)));
+    let _restore = Restore(cell, Some(cell.replace(value)));
     f()
 }
 
@@ -170,8 +164,8 @@ pub fn join_parts<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce
     match threads() {
         1 => (a(), b()),
         2 => {
-            let (a_done, b_done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-            rayon::join(|| part(&b_done, &a_done, a), || part(&a_done, &b_done, b))
+            let running = Arc::new(AtomicU8::new(2));
+            rayon::join(|| part(&running, a), || part(&running, b))
         }
         _ => rayon::join(a, b),
     }
