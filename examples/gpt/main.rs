@@ -17,7 +17,11 @@ use adjoint_examples::model::gpt;
 
 fn main() {
     use clap::Parser;
-    if let Err(e) = cli::run(cli::Args::parse()) {
+    let args = cli::Args::parse();
+    // The steps run here rather than being handed to a pool thread each time.
+    if let Err(e) =
+        adjoint::parallel::pool_on_this_thread().map_err(|e| e.to_string()).and_then(|()| cli::run(args))
+    {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -175,7 +175,11 @@ impl Args {
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
+    let args = Args::parse();
+    // The steps run here rather than being handed to a pool thread each time.
+    if let Err(e) =
+        adjoint::parallel::pool_on_this_thread().map_err(|e| e.to_string()).and_then(|()| run(args))
+    {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
