@@ -262,16 +262,35 @@ pub fn combine(dst: Vec<&mut Real>, w_dst: f32, src: &[&Real], w_src: f32) -> Re
     Ok(())
 }
 
-/// `f` on every chunk: over the pool, or on the calling thread when there are only a
-/// few (a parallel iterator called from outside the pool hands even one task to a pool
-/// thread and waits for it).
+/// `f` on every chunk: by every thread of the pool that comes to help, each taking the
+/// next chunk left, or on the calling thread when there are only a few (a hand-off
+/// costs more than they do).
+///
+/// Why not a parallel iterator: it gives the other thread a fixed half, and the caller
+/// waits for that half even when the thread was asleep and took 20–40 µs to wake (the
+/// optimizer's pass after a split step, tiny config: 15% of the process's context
+/// switches were the caller sleeping there, `perf record -e context-switches`). Here a
+/// thread that comes late takes only what is left, and the caller waits at most for
+/// the chunk it is on. Each chunk's work is the same whichever thread does it.
 pub(crate) fn for_each_chunk<T: Send>(chunks: Vec<T>, f: impl Fn(T) + Sync + Send) {
-    use rayon::prelude::*;
-    if chunks.len() <= 4 {
+    let helpers = threads().saturating_sub(1);
+    if chunks.len() <= 4 || helpers == 0 {
         chunks.into_iter().for_each(f);
-    } else {
-        chunks.into_par_iter().for_each(f);
+        return;
     }
+    let left = std::sync::Mutex::new(chunks.into_iter());
+    let take_all = || {
+        // A poisoned lock means another taker panicked; the scope re-raises that panic.
+        while let Some(chunk) = left.lock().ok().and_then(|mut it| it.next()) {
+            f(chunk);
+        }
+    };
+    rayon::scope(|scope| {
+        for _ in 0..helpers {
+            scope.spawn(|_| take_all());
+        }
+        take_all();
+    });
 }
 
 #[cfg(test)]
@@ -382,5 +401,27 @@ mod tests {
         let mut strided = strided.reversed_axes();
         let square = ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1.0; 4]).unwrap();
         assert!(combine(vec![&mut strided], 1.0, &[&square], 1.0).is_err());
+    }
+
+    #[test]
+    fn every_chunk_is_taken_once_whoever_takes_it() {
+        use std::sync::atomic::AtomicUsize;
+        // From outside the pool, on a pool thread, in serial mode, and with too few
+        // chunks to share: each chunk runs exactly once.
+        let run = |n: usize| {
+            let counts: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            let takers = std::sync::Mutex::new(std::collections::HashSet::new());
+            for_each_chunk((0..n).collect(), |i: usize| {
+                counts[i].fetch_add(1, Ordering::Relaxed);
+                takers.lock().unwrap().insert(std::thread::current().id());
+            });
+            assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1), "{n} chunks");
+            takers.into_inner().unwrap().len()
+        };
+        for n in [0, 3, 5, 1000] {
+            run(n);
+            rayon::scope(|_| run(n));
+            assert_eq!(serial(|| run(n)), n.min(1), "serial mode keeps {n} chunks on one thread");
+        }
     }
 }
