@@ -179,8 +179,8 @@ pub fn join_parts<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce
 /// Why: a step called from a thread outside the pool hands itself to a pool thread and
 /// the caller sleeps until it is done; on this KVM guest, waking the caller took
 /// 8–25 µs of a 0.7 ms tiny step (timers around `on_pool`'s hand-off), and the whole
-/// step ran 4.4% faster with the caller in the pool (`examples/gpt/ab.sh` tiny 2000 12:
-/// 0.956). Work that other threads hand to the pool then runs on its other threads:
+/// step ran 2–4% faster with the caller in the pool (`examples/gpt/ab.sh` tiny 2000 12:
+/// 0.956 and 0.978). Work that other threads hand to the pool then runs on its other threads:
 /// this one does not wait for work between its own calls.
 pub fn pool_on_this_thread() -> Result<()> {
     rayon::ThreadPoolBuilder::new().use_current_thread().build_global().map_err(|e| {
@@ -321,10 +321,9 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 23) as f32 - 11.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 104_729) % 19) as f32 / 7.0).collect();
         let product = || {
-            let view =
-                |data, rows, cols| crate::gemm::MatRef { data, rows, cols, row_stride: cols, col_stride: 1 };
+            use crate::gemm::MatRef;
             let mut c = vec![0f32; m * n];
-            crate::gemm::sgemm(view(&a[..], m, k), view(&b[..], k, n), &mut c).unwrap();
+            crate::gemm::sgemm(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut c).unwrap();
             c
         };
         let want = serial(product);
