@@ -22,7 +22,7 @@ use crate::error::{Result, bail};
 use crate::fused::{run_chunk, split_outputs, take_rows};
 use crate::gemm::{MatRef, sgemm_strips};
 use crate::math::Arith;
-use crate::ops::{Real, permuted, strided};
+use crate::ops::{Operand, Real};
 
 /// `c = permute(a, pa) · permute(b, pb)` (2-D; an empty permutation leaves its operand
 /// as it is), then `body(r, c_row, outs_r, scratch, arith)` for every row `r`, as in
@@ -40,17 +40,15 @@ pub fn product_rows<const K: usize, F>(
 where
     F: Fn(usize, &[f32], [&mut [f32]; K], &mut [f32], Arith) + Sync,
 {
-    let (av, bv) = (permuted(a, pa)?, permuted(b, pb)?);
-    if av.ndim() != 2 || bv.ndim() != 2 || av.shape()[1] != bv.shape()[0] {
-        bail!("product epilogue: shapes {:?} and {:?} are not a 2-D product", av.shape(), bv.shape());
+    let (av, bv) = (Operand::new(a, pa)?, Operand::new(b, pb)?);
+    if av.shape.len() != 2 || bv.shape.len() != 2 || av.shape[1] != bv.shape[0] {
+        bail!("product epilogue: shapes {:?} and {:?} are not a 2-D product", &av.shape[..], &bv.shape[..]);
     }
-    let (m, k, n) = (av.shape()[0], av.shape()[1], bv.shape()[1]);
-    let (a_data, a_strides) = strided(&av);
-    let (b_data, b_strides) = strided(&bv);
+    let (m, k, n) = (av.shape[0], av.shape[1], bv.shape[1]);
     let a_mat =
-        MatRef { data: &a_data, rows: m, cols: k, row_stride: a_strides[0], col_stride: a_strides[1] };
+        MatRef { data: &av.data, rows: m, cols: k, row_stride: av.strides[0], col_stride: av.strides[1] };
     let b_mat =
-        MatRef { data: &b_data, rows: k, cols: n, row_stride: b_strides[0], col_stride: b_strides[1] };
+        MatRef { data: &bv.data, rows: k, cols: n, row_stride: bv.strides[0], col_stride: bv.strides[1] };
     let mut c = crate::pool::take(m * n);
     let (chunks, by_columns) = split(m, k, n, crate::gemm::threads().max(1));
     if by_columns {
@@ -143,7 +141,7 @@ mod tests {
     /// `a · permute(b, pb)` through an epilogue whose body writes `c + r` for each
     /// element of row `r` (through a scratch row) and each row's sum.
     fn plus_row_index(a: &Real, b: &Real, pb: &[usize]) -> (Vec<f32>, Vec<f32>) {
-        let (m, n) = (a.shape()[0], permuted(b, pb).unwrap().shape()[1]);
+        let (m, n) = (a.shape()[0], Operand::new(b, pb).unwrap().shape[1]);
         let (mut out, mut sums) = (vec![f32::NAN; m * n], vec![f32::NAN; m]);
         product_rows(
             a,

@@ -36,9 +36,101 @@ pub fn matmul_structured(
 }
 
 /// The permutation swapping the last two axes when `tr` (else none).
-fn swap(t: &Real, tr: bool) -> Vec<usize> {
+fn swap(t: &Real, tr: bool) -> Axes {
     let n = t.ndim();
-    if tr && n >= 2 { (0..n - 2).chain([n - 1, n - 2]).collect() } else { Vec::new() }
+    let mut perm = Axes::default();
+    if tr && (2..=MAX_RANK).contains(&n) {
+        (0..n - 2).chain([n - 1, n - 2]).for_each(|axis| perm.push(axis));
+    }
+    perm
+}
+
+/// The most axes a product's operand may have.
+const MAX_RANK: usize = 8;
+
+/// Up to `MAX_RANK` extents, strides or axis numbers, kept inline: a product's
+/// bookkeeping allocated a handful of `Vec`s and `ndarray` views per call, which on the
+/// tiny config's products (a few hundred ns of GEMM each) cost as much as the GEMM.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(crate) struct Axes {
+    len: usize,
+    v: [usize; MAX_RANK],
+}
+
+impl Axes {
+    fn push(&mut self, x: usize) {
+        self.v[self.len] = x;
+        self.len += 1;
+    }
+}
+
+impl std::ops::Deref for Axes {
+    type Target = [usize];
+    fn deref(&self) -> &[usize] {
+        &self.v[..self.len]
+    }
+}
+
+/// An operand as the GEMM reads it: its elements, and the extent and stride (into
+/// `data`) of each axis of the permuted operand.
+pub(crate) struct Operand<'a> {
+    pub(crate) data: std::borrow::Cow<'a, [f32]>,
+    pub(crate) shape: Axes,
+    pub(crate) strides: Axes,
+}
+
+impl<'a> Operand<'a> {
+    /// `t` read through the permutation `perm` (an empty one is the identity), without
+    /// a copy when its elements form one block with non-negative strides (any axis
+    /// order, as every tensor the generated code makes does), else copied row-major.
+    pub(crate) fn new(t: &'a Real, perm: &[usize]) -> Result<Operand<'a>> {
+        let rank = t.ndim();
+        if rank > MAX_RANK {
+            bail!("matmul: a {:?} operand has more than {MAX_RANK} axes", t.shape());
+        }
+        let mut seen = [false; MAX_RANK];
+        if !perm.is_empty()
+            && (perm.len() != rank
+                || !perm.iter().all(|&p| p < rank && !std::mem::replace(&mut seen[p], true)))
+        {
+            bail!("matmul: {perm:?} is not a permutation of the axes of a {:?} operand", t.shape());
+        }
+        let (data, strides) = match t.as_slice_memory_order() {
+            Some(data) if t.strides().iter().all(|&s| s >= 0) => {
+                (std::borrow::Cow::Borrowed(data), t.strides().iter().map(|&s| s as usize).collect::<Axes>())
+            }
+            _ => {
+                let mut strides = [1usize; MAX_RANK];
+                for axis in (0..rank.saturating_sub(1)).rev() {
+                    strides[axis] = strides[axis + 1] * t.shape()[axis + 1];
+                }
+                (
+                    std::borrow::Cow::Owned(t.iter().copied().collect()),
+                    strides[..rank].iter().copied().collect(),
+                )
+            }
+        };
+        let (mut shape_p, mut strides_p) = (Axes::default(), Axes::default());
+        for axis in 0..rank {
+            let from = if perm.is_empty() { axis } else { perm[axis] };
+            shape_p.push(t.shape()[from]);
+            strides_p.push(strides[from]);
+        }
+        Ok(Operand { data, shape: shape_p, strides: strides_p })
+    }
+
+    /// Matrix `i` of the batch.
+    fn matrix(&self, i: usize) -> crate::gemm::MatRef<'_> {
+        view(&self.data, &self.strides, &self.shape, i)
+    }
+}
+
+impl FromIterator<usize> for Axes {
+    fn from_iter<I: IntoIterator<Item = usize>>(iter: I) -> Axes {
+        let mut axes = Axes::default();
+        iter.into_iter().for_each(|x| axes.push(x));
+        axes
+    }
 }
 
 /// `permute(a, pa) · permute(b, pb)` (an empty permutation leaves its operand as it is),
@@ -52,31 +144,17 @@ pub fn matmul_perm(
     pb: &[usize],
     structure: crate::gemm::Structure,
 ) -> Result<Real> {
-    matmul_views(permuted(a, pa)?, permuted(b, pb)?, structure)
+    matmul_views(Operand::new(a, pa)?, Operand::new(b, pb)?, structure)
 }
 
-/// `t` read through the permutation `perm` (no copy); an empty one is the identity.
-pub(crate) fn permuted<'a>(t: &'a Real, perm: &[usize]) -> Result<ndarray::ArrayViewD<'a, f32>> {
-    if perm.is_empty() {
-        return Ok(t.view());
+/// `(m, n, batch)` of the batched product of two operands, or why they do not multiply.
+fn batch_shape(a: &Operand, b: &Operand) -> Result<(usize, usize, usize)> {
+    let (a_shape, b_shape) = (&a.shape[..], &b.shape[..]);
+    let (ra, rb) = (a_shape.len(), b_shape.len());
+    if ra < 2 || ra != rb || a_shape[..ra - 2] != b_shape[..rb - 2] || a_shape[ra - 1] != b_shape[rb - 2] {
+        bail!("matmul: shapes {a_shape:?} and {b_shape:?} do not multiply");
     }
-    if !super::is_permutation(perm, t.ndim()) {
-        bail!("matmul: {perm:?} is not a permutation of the axes of a {:?} operand", t.shape());
-    }
-    Ok(t.view().permuted_axes(IxDyn(perm)))
-}
-
-/// `(m, n, batch)` of the batched product of two views, or why they do not multiply.
-fn batch_shape(a: &ndarray::ArrayViewD<f32>, b: &ndarray::ArrayViewD<f32>) -> Result<(usize, usize, usize)> {
-    let (ra, rb) = (a.ndim(), b.ndim());
-    if ra < 2
-        || ra != rb
-        || a.shape()[..ra - 2] != b.shape()[..rb - 2]
-        || a.shape()[ra - 1] != b.shape()[rb - 2]
-    {
-        bail!("matmul: shapes {:?} and {:?} do not multiply", a.shape(), b.shape());
-    }
-    Ok((a.shape()[ra - 2], b.shape()[rb - 1], a.shape()[..ra - 2].iter().product()))
+    Ok((a_shape[ra - 2], b_shape[rb - 1], a_shape[..ra - 2].iter().product()))
 }
 
 /// Whether a batch of `batch` products of `m × k × n` runs one product per task over
@@ -109,26 +187,17 @@ fn batch_offset(shape: &[usize], strides: &[usize], i: usize) -> usize {
     offset
 }
 
-/// The batched product of two views in any layout.
-fn matmul_views(
-    a: ndarray::ArrayViewD<f32>,
-    b: ndarray::ArrayViewD<f32>,
-    structure: crate::gemm::Structure,
-) -> Result<Real> {
+/// The batched product of two operands in any layout.
+fn matmul_views(a: Operand, b: Operand, structure: crate::gemm::Structure) -> Result<Real> {
     let (m, n, batch) = batch_shape(&a, &b)?;
-    let r = a.ndim();
-    let mut out_shape = a.shape()[..r - 2].to_vec();
-    out_shape.extend([m, n]);
-    let (a_data, a_strides) = strided(&a);
-    let (b_data, b_strides) = strided(&b);
+    let r = a.shape.len();
+    let mut out_shape = a.shape;
+    (out_shape.v[r - 2], out_shape.v[r - 1]) = (m, n);
     // Written in place by the GEMM (which only writes its output) into a pooled buffer.
     let mut out = crate::pool::take(batch * m * n);
-    let product = |i: usize, c: &mut [f32]| {
-        let left = view(&a_data, &a_strides, a.shape(), i);
-        let right = view(&b_data, &b_strides, b.shape(), i);
-        crate::gemm::sgemm_structured(left, right, c, structure)
-    };
-    if parallel_batch(batch, m, n, a.shape()[r - 1]) {
+    let product =
+        |i: usize, c: &mut [f32]| crate::gemm::sgemm_structured(a.matrix(i), b.matrix(i), c, structure);
+    if parallel_batch(batch, m, n, a.shape[r - 1]) {
         use rayon::prelude::*;
         out.par_chunks_mut(m * n).enumerate().try_for_each(|(i, c)| product(i, c))?;
     } else {
@@ -152,54 +221,35 @@ pub fn matmul_perm_out(
     structure: crate::gemm::Structure,
     out: &[usize],
 ) -> Result<Real> {
-    let (av, bv) = (permuted(a, pa)?, permuted(b, pb)?);
+    let (av, bv) = (Operand::new(a, pa)?, Operand::new(b, pb)?);
     let (m, n, batch) = batch_shape(&av, &bv)?;
-    let r = av.ndim();
+    let r = av.shape.len();
     if !super::is_permutation(out, r) {
         bail!("matmul: {out:?} is not a permutation of the axes of a rank-{r} product");
     }
     if out[r - 1] != r - 1 {
         bail!("matmul: the output permutation {out:?} moves the last axis");
     }
-    if parallel_batch(batch, m, n, av.shape()[r - 1]) {
+    if parallel_batch(batch, m, n, av.shape[r - 1]) {
         return super::permute(&matmul_views(av, bv, structure)?, out);
     }
     // The product's shape, and the stride each of its axes has in the permuted output.
-    let mut shape = av.shape()[..r - 2].to_vec();
-    shape.extend([m, n]);
-    let out_shape: Vec<usize> = out.iter().map(|&p| shape[p]).collect();
-    let mut strides = vec![0usize; r];
+    let mut shape = av.shape;
+    (shape.v[r - 2], shape.v[r - 1]) = (m, n);
+    let out_shape: Axes = out.iter().map(|&p| shape[p]).collect();
+    let mut strides = Axes { len: r, ..Axes::default() };
     let mut step = 1;
     for j in (0..r).rev() {
-        strides[out[j]] = step;
+        strides.v[out[j]] = step;
         step *= out_shape[j];
     }
-    let (a_data, a_strides) = strided(&av);
-    let (b_data, b_strides) = strided(&bv);
     // Every element is written below (each matrix of the batch fills its own rows).
     let mut buf = crate::pool::take(shape.iter().product());
     for i in 0..batch {
-        let left = view(&a_data, &a_strides, av.shape(), i);
-        let right = view(&b_data, &b_strides, bv.shape(), i);
         let at = batch_offset(&shape, &strides, i);
-        crate::gemm::sgemm_rows_apart(left, right, &mut buf[at..], strides[r - 2], structure)?;
+        crate::gemm::sgemm_rows_apart(av.matrix(i), bv.matrix(i), &mut buf[at..], strides[r - 2], structure)?;
     }
     ArrayD::from_shape_vec(IxDyn(&out_shape), buf).map_err(shape_err("matmul"))
-}
-
-/// A tensor's elements and per-axis strides, borrowed when they form one block with
-/// non-negative strides (any axis order), else copied to row-major.
-pub(crate) fn strided<'a>(t: &'a ndarray::ArrayViewD<'_, f32>) -> (std::borrow::Cow<'a, [f32]>, Vec<usize>) {
-    if t.strides().iter().all(|&s| s >= 0)
-        && let Some(data) = t.as_slice_memory_order()
-    {
-        return (std::borrow::Cow::Borrowed(data), t.strides().iter().map(|&s| s as usize).collect());
-    }
-    let mut strides = vec![1usize; t.ndim()];
-    for axis in (0..t.ndim().saturating_sub(1)).rev() {
-        strides[axis] = strides[axis + 1] * t.shape()[axis + 1];
-    }
-    (std::borrow::Cow::Owned(t.iter().copied().collect()), strides)
 }
 
 #[cfg(test)]
@@ -238,7 +288,18 @@ mod tests {
         assert!(wide.is_standard_layout());
         let part = wide.slice_axis(Axis(2), Slice::from(4..8)).to_owned();
         assert_eq!(matmul(&a, &part).unwrap(), want);
+        // Negative strides (rows read backwards) are copied row-major first.
+        let mut a_rev = a.clone();
+        a_rev.invert_axis(Axis(1));
+        assert!(a_rev.strides()[1] < 0);
+        let want_rev = matmul(&a_rev.as_standard_layout().into_owned(), &b).unwrap();
+        assert_eq!(matmul(&a_rev, &b).unwrap(), want_rev);
+        assert_eq!(want_rev.slice_axis(Axis(1), Slice::from(..).step_by(-1)), want);
         assert!(matmul_t(&a, true, &b, false).is_err());
+        // Operands of more axes than the bookkeeping holds are an error, not a panic.
+        let deep = ArrayD::<f32>::zeros(IxDyn(&[1; MAX_RANK + 1]));
+        let e = matmul(&deep, &deep).unwrap_err();
+        assert!(e.message.contains("more than"), "{e}");
     }
 
     #[test]

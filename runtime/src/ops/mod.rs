@@ -14,8 +14,8 @@ mod layout;
 mod matmul;
 
 pub use layout::{Element, broadcast, concat, pad, permute, reshape, reshape_owned, slice};
+pub(crate) use matmul::Operand;
 pub use matmul::{matmul, matmul_perm, matmul_perm_out, matmul_structured, matmul_t};
-pub(crate) use matmul::{permuted, strided};
 
 use ndarray::{ArrayD, Axis, IxDyn, Zip};
 
