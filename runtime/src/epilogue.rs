@@ -45,10 +45,7 @@ where
         bail!("product epilogue: shapes {:?} and {:?} are not a 2-D product", &av.shape[..], &bv.shape[..]);
     }
     let (m, k, n) = (av.shape[0], av.shape[1], bv.shape[1]);
-    let a_mat =
-        MatRef { data: &av.data, rows: m, cols: k, row_stride: av.strides[0], col_stride: av.strides[1] };
-    let b_mat =
-        MatRef { data: &bv.data, rows: k, cols: n, row_stride: bv.strides[0], col_stride: bv.strides[1] };
+    let (a_mat, b_mat) = (av.matrix(0), bv.matrix(0));
     let mut c = crate::pool::take(m * n);
     let (chunks, by_columns) = split(m, k, n, crate::gemm::threads().max(1));
     if by_columns {

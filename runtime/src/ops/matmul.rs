@@ -88,11 +88,7 @@ impl<'a> Operand<'a> {
         if rank > MAX_RANK {
             bail!("matmul: a {:?} operand has more than {MAX_RANK} axes", t.shape());
         }
-        let mut seen = [false; MAX_RANK];
-        if !perm.is_empty()
-            && (perm.len() != rank
-                || !perm.iter().all(|&p| p < rank && !std::mem::replace(&mut seen[p], true)))
-        {
+        if !perm.is_empty() && !super::is_permutation(perm, rank) {
             bail!("matmul: {perm:?} is not a permutation of the axes of a {:?} operand", t.shape());
         }
         let (data, strides) = match t.as_slice_memory_order() {
@@ -119,8 +115,8 @@ impl<'a> Operand<'a> {
         Ok(Operand { data, shape: shape_p, strides: strides_p })
     }
 
-    /// Matrix `i` of the batch.
-    fn matrix(&self, i: usize) -> crate::gemm::MatRef<'_> {
+    /// Matrix `i` of the batch (of a 2-D operand: `0`, the operand itself).
+    pub(crate) fn matrix(&self, i: usize) -> crate::gemm::MatRef<'_> {
         view(&self.data, &self.strides, &self.shape, i)
     }
 }

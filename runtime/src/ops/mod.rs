@@ -38,10 +38,10 @@ fn shape_err(op: &'static str) -> impl Fn(ndarray::ShapeError) -> Error {
     move |e| Error::new(format!("{op}: {e}"))
 }
 
-/// Whether `perm` lists each of `rank` axes exactly once.
+/// Whether `perm` lists each of `rank` axes exactly once. No allocation: products
+/// check their operands' permutations on every call, and ranks are a handful.
 fn is_permutation(perm: &[usize], rank: usize) -> bool {
-    let mut seen = vec![false; rank];
-    perm.len() == rank && perm.iter().all(|&p| p < rank && !std::mem::replace(&mut seen[p], true))
+    perm.len() == rank && perm.iter().enumerate().all(|(i, &p)| p < rank && !perm[..i].contains(&p))
 }
 
 fn need_axis(op: &str, ndim: usize, axis: usize) -> Result<()> {
