@@ -14,11 +14,13 @@
 //! `--quick` leaves out the `gemm` crate (for A/B runs of the runtime's own kernels);
 //! `--only TEXT` keeps the shapes whose description contains `TEXT`; `--serial` runs
 //! the runtime's products on one thread, as each half of a split batch does (the
-//! `half` rows are those halves' products on the small config).
+//! `half` rows are those halves' products on the small config); `--pack-a on|off`
+//! copies every transposed `a`'s strips on the own kernels, or none (default: by
+//! stride and width, as products do).
 
 use std::time::{Duration, Instant};
 
-use adjoint::gemm::{Kernel, MatRef, force_b_packing, force_kernel, gemm_crate, sgemm};
+use adjoint::gemm::{Kernel, MatRef, force_a_packing, force_b_packing, force_kernel, gemm_crate, sgemm};
 
 /// `(m, k, n, what, a transposed, b transposed)`: the last rows read an operand through
 /// a transposed view, as the weight gradients `xᵀ·dY`, the input gradients `dY·Wᵀ` and
@@ -36,6 +38,10 @@ const SHAPES: &[(usize, usize, usize, &str, bool, bool)] = &[
     (64, 256, 64, "tiny half dX = dH·W1ᵀ", false, true),
     (64, 64, 256, "tiny half logits = h·Eᵀ", false, true),
     (32, 32, 32, "tiny head dA = dO·Vᵀ", false, true),
+    (64, 64, 64, "tiny half dW_qkvo = xᵀ·dY", true, false),
+    (64, 64, 256, "tiny half dW1 = xᵀ·dY", true, false),
+    (256, 64, 64, "tiny half dW2 = hᵀ·dY", true, false),
+    (256, 64, 64, "tiny half dE = dZᵀ·h", true, false),
     (512, 256, 768, "small half qkv", false, false),
     (512, 256, 256, "small half o", false, false),
     (512, 256, 1024, "small half w1", false, false),
@@ -65,6 +71,7 @@ const SHAPES: &[(usize, usize, usize, &str, bool, bool)] = &[
     (768, 256, 3072, "gpt2 dW1 = xᵀ·dY", true, false),
     (2048, 1024, 256, "small dE = dZᵀ·h", true, false),
     (3072, 256, 768, "gpt2 dW2 = hᵀ·dY", true, false),
+    (50257, 256, 768, "gpt2 dE = dZᵀ·h", true, false),
     (1024, 1024, 256, "small dX = dY·W2ᵀ", false, true),
     (1024, 256, 2048, "small logits = h·Eᵀ", false, true),
     (256, 3072, 768, "gpt2 dX = dY·W2ᵀ", false, true),
@@ -88,6 +95,12 @@ fn measure(flops: f64, mut f: impl FnMut() -> adjoint::Result<()>) -> adjoint::R
 
 fn main() -> adjoint::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--pack-a").and_then(|i| args.get(i + 1)).map(String::as_str) {
+        Some("on") => force_a_packing(Some(true)),
+        Some("off") => force_a_packing(Some(false)),
+        None => {}
+        Some(other) => return Err(adjoint::Error::new(format!("--pack-a {other}: on or off"))),
+    }
     if args.iter().any(|a| a == "--serial") {
         return adjoint::parallel::serial(|| table(&args));
     }

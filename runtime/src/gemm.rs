@@ -10,7 +10,7 @@
 //! needs no copy. Every view is checked against its slice before the call: a bad view
 //! is an `Err`, never an out-of-bounds read.
 
-pub use crate::sgemm::force_b_packing;
+pub use crate::sgemm::{force_a_packing, force_b_packing};
 pub use crate::structure::{Structure, Tri};
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -511,19 +511,30 @@ pub(crate) mod tests {
     }
 
     /// Runs `f` on every dispatch path this CPU has: each kernel forced, and on the own
-    /// kernels `b` both packed and read in place (wherever it is row-major); then
-    /// restores the default choice. Hold `KERNEL_LOCK` around it.
+    /// kernels `b` both packed and read in place (wherever it is row-major), each with
+    /// every transposed `a`'s strips packed and with none; then restores the default
+    /// choice. Hold `KERNEL_LOCK` around it.
     pub(crate) fn on_every_path(mut f: impl FnMut()) {
         for kernel in kernels() {
             force_kernel(Some(kernel));
-            let packings: &[Option<bool>] =
-                if kernel == Kernel::Matrixmultiply { &[None] } else { &[Some(true), Some(false)] };
-            for &pack in packings {
-                force_b_packing(pack);
+            let packings: &[(Option<bool>, Option<bool>)] = if kernel == Kernel::Matrixmultiply {
+                &[(None, None)]
+            } else {
+                &[
+                    (Some(true), Some(true)),
+                    (Some(true), Some(false)),
+                    (Some(false), Some(true)),
+                    (Some(false), Some(false)),
+                ]
+            };
+            for &(pack_b, pack_a) in packings {
+                force_b_packing(pack_b);
+                force_a_packing(pack_a);
                 f();
             }
         }
         force_b_packing(None);
+        force_a_packing(None);
         force_kernel(None);
     }
 

@@ -1,16 +1,21 @@
 //! The runtime's own single-precision GEMM: micro-kernels (`microkernel.rs`: AVX-512
-//! 8×32, AVX2 6×16, portable 4×8) that read `a` where it lies, and packs of `b` only.
+//! 8×32, AVX2 6×16, portable 4×8) that read `a` where it lies (or one strip of it,
+//! copied), and packs of `b`.
 //!
 //! Why this shape of algorithm: on the workload's products (`K` of 64–3072, one side
 //! of 256–1024) packing both operands, as `matrixmultiply` does, cost a fifth of the
-//! product's time on this machine (`perf`, BENCHMARKS.md). Here `a` is never packed:
-//! the micro-kernel broadcasts each `a[i, p]` from its own storage, which is as cheap
-//! from a row-major `a` (one stream per row) as from a transposed one (adjacent
-//! floats), so `xᵀ·dY` reads `x` in place. Only `b` is packed, once per `KC × NC`
+//! product's time on this machine (`perf`, BENCHMARKS.md). Here `a` is not packed as a
+//! whole: the micro-kernel broadcasts each `a[i, p]` from its own storage, which is as
+//! cheap from a row-major `a` (one stream per row) as from a transposed one (adjacent
+//! floats), so `xᵀ·dY` reads `x` in place. `b` is packed, once per `KC × NC`
 //! block, into `NR`-column panels aligned to cache lines; the calling thread owns the
 //! columns it packs, so nothing is packed twice when products are split by columns.
 //! Short products (few strips of `a` to reuse a packed panel) read a row-major `b`'s
 //! full panels where they lie instead (`b_in_place`), packing only a last, partial one.
+//! The exception for `a`: a transposed `a` whose steps are 1 KiB or more apart falls in
+//! a few sets of L1, so read in place its strip is fetched from L2 again for every
+//! panel; such a strip is copied (`MR × KC` floats) before the panels of a block read
+//! it (`a_packed`), when enough panels do.
 //!
 //! Loop order: for each `KC × NC` block of `b` (packed, 512 KiB: it stays in L2), for
 //! each `MR`-row strip of `a` (`MR × KC` floats: they stay in L1), for each panel: one
@@ -55,16 +60,20 @@ pub(crate) unsafe fn sgemm<K: Micro>(
     PACKED.with_borrow_mut(|packed| {
         let whole = whole_b::<K>(a, b, on_strip.is_some());
         let block = KC.min(a.cols) * NC.min(b.cols.div_ceil(K::NR) * K::NR);
-        let need = whole.map_or(block, |(len, _)| len) + 16;
+        let b_len = whole.map_or(block, |(len, _)| len);
+        // Room for one packed strip of `a` after `b`'s floats, rounded to a cache line.
+        let a_at = b_len.div_ceil(16) * 16;
+        let need = a_at + K::MR * KC + 16;
         if packed.len() < need {
             packed.resize(need, 0.0);
         }
         let align = packed.as_ptr().align_offset(64).min(16);
         // SAFETY: forwarded from this function's contract (the CPU has `K`'s set).
+        let (bp, ap) = packed[align..].split_at_mut(a_at);
         unsafe {
             K::with_features(
                 #[inline(always)]
-                || blocks::<K>(a, b, c, ldc, task, &mut packed[align..], whole, on_strip),
+                || blocks::<K>(a, b, c, ldc, task, bp, ap, whole, on_strip),
             )
         }
     })
@@ -114,6 +123,7 @@ unsafe fn blocks<K: Micro>(
     ldc: usize,
     task: Task,
     bp: &mut [f32],
+    ap: &mut [f32],
     whole: Option<(usize, usize)>,
     mut on_strip: Option<OnStrip>,
 ) {
@@ -141,6 +151,7 @@ unsafe fn blocks<K: Micro>(
         return;
     }
     let in_place = b_in_place(a, b);
+    let pack_a = a_packed::<K>(a, b);
     // Where block `(jc, pc)` of `b` lies in `bp` when all of `b` is packed.
     let block_at = |jc: usize, pc: usize| jc * k + pc * NC.min(n - jc).div_ceil(nr) * nr;
     if whole.is_some() {
@@ -174,9 +185,15 @@ unsafe fn blocks<K: Micro>(
                 let block = Block { jc, nc, pc, kc, in_place };
                 for ir in (ic..m.min(ic + block_rows)).step_by(mr) {
                     let rows = mr.min(m - ir);
+                    let a_strip = if pack_a {
+                        pack_a_strip(a, ir, rows, pc, kc, mr, ap);
+                        Some(&*ap)
+                    } else {
+                        None
+                    };
                     // SAFETY: forwarded from this function's contract; `bp` holds block
                     // `(jc, pc)` of `b` as packed above.
-                    unsafe { strip::<K>(a, b, c, ldc, task, bp, block, ir, rows) };
+                    unsafe { strip::<K>(a, b, c, ldc, task, bp, a_strip, block, ir, rows) };
                     // The last block of `b`'s columns and of `k`: these rows are done.
                     if jc + nc == n
                         && pc + kc == k
@@ -215,6 +232,7 @@ unsafe fn strip<K: Micro>(
     ldc: usize,
     task: Task,
     bp: &[f32],
+    a_strip: Option<&[f32]>,
     block: Block,
     ir: usize,
     rows: usize,
@@ -239,7 +257,10 @@ unsafe fn strip<K: Micro>(
         // whose first block had nothing to add was written as zeros.
         let add = !first;
         // The strip's first element, `a[ir, lo]`: inside `a.data` (checked view).
-        let strip = &a.data[ir * a.row_stride + lo * a.col_stride..];
+        let (strip, rs, cs) = match a_strip {
+            Some(packed) => (&packed[(lo - pc) * K::MR..], 1, K::MR),
+            None => (&a.data[ir * a.row_stride + lo * a.col_stride..], a.row_stride, a.col_stride),
+        };
         let (panel, ldb) = if !in_place {
             (&bp[jr * kc + (lo - pc) * nr..(jr + nr) * kc], nr)
         } else if cols == nr {
@@ -256,8 +277,70 @@ unsafe fn strip<K: Micro>(
         // `rows × cols`, lies in the block `c` gives exclusive access to.
         unsafe {
             let tile = c.add(ir * ldc + jc + jr);
-            K::tile(rows, cols, steps, strip, a.row_stride, a.col_stride, panel, ldb, tile, ldc, add)
+            K::tile(rows, cols, steps, strip, rs, cs, panel, ldb, tile, ldc, add)
         };
+    }
+}
+
+/// Whether each strip of `a` is copied (rows adjacent, steps `MR` floats apart) before
+/// the panels read it: a transposed `a` whose steps are far apart, read by enough
+/// panels to pay for the copy. `gemm_bench --quick --serial` on the 2-core Xeon
+/// (BENCHMARKS.md): the 1 KiB steps of small's `xᵀ·dY` 141–146 → 146–152 GFLOP/s, the
+/// 3 KiB of GPT-2's 125 → 147–152, the 4 KiB ones 110–125 → 137–143 (level with
+/// `matrixmultiply`, which `gemm::kernel_for` still picks for those); tiny's `hᵀ·dY`
+/// (1 KiB, two panels) 148–151 → 112–114 when forced, hence the panel count.
+fn a_packed<K: Micro>(a: MatRef, b: MatRef) -> bool {
+    let transposed = a.row_stride == 1 && a.col_stride > 1;
+    transposed
+        && match PACK_A.load(Ordering::Relaxed) {
+            1 => false,
+            2 => true,
+            _ => a.col_stride >= A_PACK_MIN_STRIDE && b.cols >= A_PACK_MIN_PANELS * K::NR,
+        }
+}
+
+/// The least distance between steps of `a`, in floats, at which a strip is copied: 1
+/// KiB, where a strip's lines fall in 4 of L1's 64 sets.
+const A_PACK_MIN_STRIDE: usize = 256;
+/// The fewest panels of `b` (per block) that must read a strip for it to be copied.
+const A_PACK_MIN_PANELS: usize = 8;
+
+/// 0: `a_packed` chooses; 1: never; 2: every transposed `a`.
+static PACK_A: AtomicU8 = AtomicU8::new(0);
+
+/// Forces every transposed `a`'s strips to be copied (`Some(true)`) or read in place
+/// (`Some(false)`) in every product on the own kernels, process-wide; `None`: by
+/// stride and width (`a_packed`). For tests and benchmarks.
+pub fn force_a_packing(pack: Option<bool>) {
+    PACK_A.store(pack.map_or(0, |p| if p { 2 } else { 1 }), Ordering::Relaxed);
+}
+
+/// Rows `ir..ir + rows` and steps `pc..pc + kc` of a transposed `a` (`row_stride` 1)
+/// into `ap`, step `p`'s rows at `p·mr`.
+#[inline(always)]
+fn pack_a_strip(a: MatRef, ir: usize, rows: usize, pc: usize, kc: usize, mr: usize, ap: &mut [f32]) {
+    let first = ir + pc * a.col_stride;
+    // A full strip's rows are copied at the kernel's constant width (inline moves, not a
+    // `memcpy` call per step, which was 1.8% of a small step in `perf`).
+    match (rows == mr).then_some(mr) {
+        Some(8) => return pack_a_full::<8>(a, first, kc, ap),
+        Some(6) => return pack_a_full::<6>(a, first, kc, ap),
+        Some(4) => return pack_a_full::<4>(a, first, kc, ap),
+        _ => {}
+    }
+    for p in 0..kc {
+        let at = first + p * a.col_stride;
+        ap[p * mr..p * mr + rows].copy_from_slice(&a.data[at..at + rows]);
+    }
+}
+
+/// `pack_a_strip` for a strip of `MR` rows, from `a.data[first..]`.
+#[inline(always)]
+fn pack_a_full<const MR: usize>(a: MatRef, first: usize, kc: usize, ap: &mut [f32]) {
+    for (p, dst) in ap[..kc * MR].chunks_exact_mut(MR).enumerate() {
+        let at = first + p * a.col_stride;
+        let dst: &mut [f32; MR] = dst.try_into().expect("MR floats");
+        *dst = a.data[at..at + MR].try_into().expect("MR floats");
     }
 }
 
@@ -373,5 +456,36 @@ fn pack_panel(b: MatRef, pc: usize, j0: usize, cols: usize, nr: usize, out: &mut
                 row[j] = col[p * b.row_stride];
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::microkernel::Portable;
+
+    #[test]
+    fn strips_of_a_are_copied_only_when_far_apart_and_read_by_many_panels() {
+        let _serial = crate::gemm::tests::KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        force_a_packing(None);
+        let x = vec![0f32; 64 * 768];
+        let w = vec![0f32; 64 * 512];
+        let x_t = MatRef::row_major(&x, 64, 768).t(); // steps 768 floats (3 KiB) apart
+        let x_near = MatRef::row_major(&x[..64 * 64], 64, 64).t(); // 256 bytes apart
+        let wide = MatRef::row_major(&w, 64, 512);
+        let narrow = MatRef::row_major(&w[..64 * 16], 64, 16);
+        let nr = Portable::NR;
+        assert!(a_packed::<Portable>(x_t, wide), "far apart, {} panels", 512 / nr);
+        assert!(!a_packed::<Portable>(x_t, narrow), "two panels do not pay for the copy");
+        assert!(!a_packed::<Portable>(x_near, wide), "near steps stay in L1");
+        assert!(
+            !a_packed::<Portable>(MatRef::row_major(&x, 768, 64), wide),
+            "a row-major `a` is read in place"
+        );
+        force_a_packing(Some(true));
+        assert!(a_packed::<Portable>(x_near, narrow));
+        force_a_packing(Some(false));
+        assert!(!a_packed::<Portable>(x_t, wide));
+        force_a_packing(None);
     }
 }
