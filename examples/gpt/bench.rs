@@ -1,6 +1,6 @@
 //! `gpt bench`: the training-step benchmark of `shared/peers/WORKLOAD.md`, printing the
 //! same report lines as `workload.py`'s `report()` so the two compare line by line,
-//! plus this process's SGEMM rate measured in the same run.
+//! plus this process's SGEMM rate measured in the same run, between the steps.
 //!
 //! A step is forward, backward and an SGD update (lr 1e-3), on the config's sizes. The
 //! initialisation is adjoint's seeded one (the distributions of `workload.py`, not
@@ -108,6 +108,12 @@ pub fn run(o: &Options) -> Res<()> {
     };
     let (mut times, mut losses) = (Vec::new(), Vec::new());
     let split_before = adjoint::parallel::split_steps();
+    // The SGEMM ceiling is measured between the timed steps, about once per
+    // `CEILING_EVERY_S` of steps, so that it sees the same phases of a noisy machine as
+    // the steps do: measured once, before or after, it read anywhere from 170 to 290
+    // GFLOP/s on the 2-core Xeon, and the step's share of it swung with it.
+    let mut ceiling = Ceiling::new();
+    let mut since_ceiling = 0.0;
     for i in 0..o.warmup + o.steps {
         let started = Instant::now();
         let loss =
@@ -116,7 +122,15 @@ pub fn run(o: &Options) -> Res<()> {
         if i >= o.warmup {
             times.push(elapsed);
             losses.push(loss);
+            since_ceiling += elapsed;
+            if since_ceiling >= CEILING_EVERY_S {
+                ceiling.measure()?;
+                since_ceiling = 0.0;
+            }
         }
+    }
+    while ceiling.rates.len() < CEILING_MIN_RUNS {
+        ceiling.measure()?;
     }
     if let Some(file) = &mut step_times {
         use std::io::Write;
@@ -124,13 +138,8 @@ pub fn run(o: &Options) -> Res<()> {
         file.write_all(text.as_bytes()).map_err(|e| format!("--step-times: {e}"))?;
     }
     let flops = train_flops(b, t, d, f, l, v);
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = if sorted.len() % 2 == 1 {
-        sorted[sorted.len() / 2]
-    } else {
-        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
-    };
+    let sorted = sorted(&times);
+    let median = median(&sorted);
     let step_gflops = flops / median / 1e9;
     // `workload.py`'s report(), field for field.
     let threads = adjoint::gemm::threads();
@@ -147,15 +156,20 @@ pub fn run(o: &Options) -> Res<()> {
         sorted[0] * 1e3,
         (b * t) as f64 / median,
         step_gflops,
-        peak_rss_mib(),
+        ceiling.peak_rss_mib(),
         losses[0],
         losses[losses.len() - 1]
     );
-    let sgemm = sgemm_gflops()?;
+    let (sgemm, sgemm_best, runs) = ceiling.summary();
     adjoint_examples::say!(
-        "sgemm_gflops={sgemm:.2} (adjoint::ops::matmul, 1024x1024x1024, {threads} threads) step_pct_of_sgemm={:.1}",
+        "sgemm_gflops={sgemm:.2} (adjoint::gemm::sgemm, 1024x1024x1024, {threads} threads, median of {runs} between the steps, best {sgemm_best:.2}) step_pct_of_sgemm={:.1}",
         100.0 * step_gflops / sgemm
     );
+    if !ceiling.reset {
+        adjoint_examples::say!(
+            "note: peak_rss_mib includes the ceiling's 12 MiB (/proc/self/clear_refs could not be written)"
+        );
+    }
     Ok(())
 }
 
@@ -165,20 +179,76 @@ fn train_flops(b: usize, t: usize, d: usize, f: usize, l: usize, v: usize) -> f6
     (b * t) as f64 * (6.0 * n_mm as f64 + 12.0 * (l * t * d) as f64)
 }
 
-/// The best of five 1024³ products through the runtime's matmul, in GFLOP/s.
-fn sgemm_gflops() -> Res<f64> {
-    let n = 1024;
-    let mut rng = Rng::new(5);
-    let a = adjoint::init::normal(&mut rng, &[n, n], 0.0, 1.0);
-    let b = adjoint::init::normal(&mut rng, &[n, n], 0.0, 1.0);
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
-        let started = Instant::now();
-        let c = adjoint::ops::matmul(&a, &b).map_err(|e| e.to_string())?;
-        best = best.min(started.elapsed().as_secs_f64());
-        std::hint::black_box(c);
+/// Seconds of timed steps between two measurements of the ceiling.
+const CEILING_EVERY_S: f64 = 0.05;
+/// The fewest measurements of the ceiling (taken after the steps if they were too few).
+const CEILING_MIN_RUNS: usize = 5;
+
+/// The SGEMM ceiling: 1024³ products through the runtime's GEMM (the product alone,
+/// into an output already written once), in GFLOP/s, one rate per measurement.
+///
+/// Its 12 MiB of operands are allocated for each measurement and freed after it, and the
+/// process's peak resident set is read before and reset after (`/proc/self/clear_refs`),
+/// so that `peak_rss_mib` is the training step's alone, as PyTorch's is (but for the
+/// pool threads' packing buffers, which its products grow to about 0.5 MiB each and
+/// which stay).
+struct Ceiling {
+    rates: Vec<f64>,
+    /// The highest peak resident set read before a measurement, in MiB.
+    peak_before: f64,
+    /// Whether every reset of the peak after a measurement succeeded.
+    reset: bool,
+}
+
+impl Ceiling {
+    const N: usize = 1024;
+
+    fn new() -> Ceiling {
+        Ceiling { rates: Vec::new(), peak_before: 0.0, reset: true }
     }
-    Ok(2.0 * (n * n * n) as f64 / best / 1e9)
+
+    fn measure(&mut self) -> Res<()> {
+        use adjoint::gemm::MatRef;
+        self.peak_before = self.peak_before.max(peak_rss_mib());
+        let n = Self::N;
+        let operand = |seed: usize| -> Vec<f32> {
+            (0..n * n).map(|i| ((i * 7919 + seed) % 1000) as f32 / 1000.0 - 0.5).collect()
+        };
+        let (a, b, mut c) = (operand(1), operand(2), vec![1.0f32; n * n]);
+        let started = Instant::now();
+        adjoint::parallel::on_pool(|| {
+            adjoint::gemm::sgemm(MatRef::row_major(&a, n, n), MatRef::row_major(&b, n, n), &mut c)
+        })
+        .map_err(|e| e.to_string())?;
+        self.rates.push(2.0 * (n * n * n) as f64 / started.elapsed().as_secs_f64() / 1e9);
+        drop((a, b, c));
+        self.reset &= std::fs::write("/proc/self/clear_refs", "5").is_ok();
+        Ok(())
+    }
+
+    /// The median rate, the best, and how many measurements.
+    fn summary(&self) -> (f64, f64, usize) {
+        let sorted = sorted(&self.rates);
+        (median(&sorted), sorted[sorted.len() - 1], sorted.len())
+    }
+
+    /// The step's peak resident set, in MiB (with the ceiling's operands if a reset
+    /// failed: then the report says so).
+    fn peak_rss_mib(&self) -> f64 {
+        self.peak_before.max(peak_rss_mib())
+    }
+}
+
+fn sorted(values: &[f64]) -> Vec<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted
+}
+
+/// The median of sorted, non-empty values.
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
 }
 
 /// The process's peak resident set (VmHWM), as `ru_maxrss` reports it, in MiB.
