@@ -156,7 +156,7 @@ pub fn run(o: &Options) -> Res<()> {
         sorted[0] * 1e3,
         (b * t) as f64 / median,
         step_gflops,
-        ceiling.peak_rss_mib(),
+        ceiling.step_peak_rss_mib(),
         losses[0],
         losses[losses.len() - 1]
     );
@@ -165,11 +165,6 @@ pub fn run(o: &Options) -> Res<()> {
         "sgemm_gflops={sgemm:.2} (adjoint::gemm::sgemm, 1024x1024x1024, {threads} threads, median of {runs} between the steps, best {sgemm_best:.2}) step_pct_of_sgemm={:.1}",
         100.0 * step_gflops / sgemm
     );
-    if !ceiling.reset {
-        adjoint_examples::say!(
-            "note: peak_rss_mib includes the ceiling's 12 MiB (/proc/self/clear_refs could not be written)"
-        );
-    }
     Ok(())
 }
 
@@ -185,44 +180,40 @@ const CEILING_EVERY_S: f64 = 0.05;
 const CEILING_MIN_RUNS: usize = 5;
 
 /// The SGEMM ceiling: 1024³ products through the runtime's GEMM (the product alone,
-/// into an output already written once), in GFLOP/s, one rate per measurement.
+/// into an output already written), in GFLOP/s, one rate per measurement.
 ///
-/// Its 12 MiB of operands are allocated for each measurement and freed after it, and the
-/// process's peak resident set is read before and reset after (`/proc/self/clear_refs`),
-/// so that `peak_rss_mib` is the training step's alone, as PyTorch's is (but for the
-/// pool threads' packing buffers, which its products grow to about 0.5 MiB each and
-/// which stay).
+/// Its 12 MiB of operands are allocated and written before the first step and stay
+/// resident to the end, so the process's peak resident set is the step's plus exactly
+/// those bytes, which `peak_rss_mib` takes off: the report is the step's alone, as
+/// PyTorch's is (but for the pool threads' packing buffers, which the ceiling's
+/// products grow to about 0.5 MiB each). Allocated for each measurement and freed after,
+/// they stayed resident anyway (glibc keeps freed blocks of that size in its heap once
+/// one has been freed).
 struct Ceiling {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
     rates: Vec<f64>,
-    /// The highest peak resident set read before a measurement, in MiB.
-    peak_before: f64,
-    /// Whether every reset of the peak after a measurement succeeded.
-    reset: bool,
 }
 
 impl Ceiling {
     const N: usize = 1024;
 
     fn new() -> Ceiling {
-        Ceiling { rates: Vec::new(), peak_before: 0.0, reset: true }
-    }
-
-    fn measure(&mut self) -> Res<()> {
-        use adjoint::gemm::MatRef;
-        self.peak_before = self.peak_before.max(peak_rss_mib());
         let n = Self::N;
         let operand = |seed: usize| -> Vec<f32> {
             (0..n * n).map(|i| ((i * 7919 + seed) % 1000) as f32 / 1000.0 - 0.5).collect()
         };
-        let (a, b, mut c) = (operand(1), operand(2), vec![1.0f32; n * n]);
+        Ceiling { a: operand(1), b: operand(2), c: vec![1.0; n * n], rates: Vec::new() }
+    }
+
+    fn measure(&mut self) -> Res<()> {
+        use adjoint::gemm::MatRef;
+        let n = Self::N;
+        let (a, b, c) = (MatRef::row_major(&self.a, n, n), MatRef::row_major(&self.b, n, n), &mut self.c);
         let started = Instant::now();
-        adjoint::parallel::on_pool(|| {
-            adjoint::gemm::sgemm(MatRef::row_major(&a, n, n), MatRef::row_major(&b, n, n), &mut c)
-        })
-        .map_err(|e| e.to_string())?;
+        adjoint::parallel::on_pool(|| adjoint::gemm::sgemm(a, b, c)).map_err(|e| e.to_string())?;
         self.rates.push(2.0 * (n * n * n) as f64 / started.elapsed().as_secs_f64() / 1e9);
-        drop((a, b, c));
-        self.reset &= std::fs::write("/proc/self/clear_refs", "5").is_ok();
         Ok(())
     }
 
@@ -232,10 +223,10 @@ impl Ceiling {
         (median(&sorted), sorted[sorted.len() - 1], sorted.len())
     }
 
-    /// The step's peak resident set, in MiB (with the ceiling's operands if a reset
-    /// failed: then the report says so).
-    fn peak_rss_mib(&self) -> f64 {
-        self.peak_before.max(peak_rss_mib())
+    /// The process's peak resident set less the ceiling's operands, in MiB.
+    fn step_peak_rss_mib(&self) -> f64 {
+        let bytes = (self.a.len() + self.b.len() + self.c.len()) * std::mem::size_of::<f32>();
+        peak_rss_mib() - bytes as f64 / (1 << 20) as f64
     }
 }
 
