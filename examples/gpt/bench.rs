@@ -38,6 +38,75 @@ pub struct Options {
     pub split: String,
     /// Where to write each timed step's milliseconds (`--step-times`).
     pub step_times: Option<String>,
+    /// `SETTING=A,B`: an A/B over alternate steps (`--alternate`).
+    pub alternate: Option<String>,
+}
+
+/// A runtime setting `gpt bench` can choose, process-wide.
+enum Setting {
+    Gemm(Option<adjoint::gemm::Kernel>),
+    Split(adjoint::parallel::BatchSplit),
+    PackA(Option<bool>),
+    PackB(Option<bool>),
+}
+
+impl Setting {
+    fn parse(key: &str, value: &str) -> Res<Setting> {
+        use adjoint::gemm::Kernel;
+        use adjoint::parallel::BatchSplit;
+        let packing = |v: &str| match v {
+            "auto" => Ok(None),
+            "on" => Ok(Some(true)),
+            "off" => Ok(Some(false)),
+            other => Err(format!("unknown {key} `{other}`; one of auto, on, off")),
+        };
+        Ok(match key {
+            "gemm" => {
+                let kernel = match value {
+                    "auto" => None,
+                    "avx512" => Some(Kernel::Avx512),
+                    "avx2" => Some(Kernel::Avx2),
+                    "portable" => Some(Kernel::Portable),
+                    "matrixmultiply" => Some(Kernel::Matrixmultiply),
+                    other => {
+                        return Err(format!(
+                            "unknown gemm `{other}`; one of auto, avx512, avx2, portable, matrixmultiply"
+                        ));
+                    }
+                };
+                if let Some(k) = kernel.filter(|k| !k.available()) {
+                    return Err(format!("gemm {value}: this CPU cannot run the {k:?} kernel"));
+                }
+                Setting::Gemm(kernel)
+            }
+            "split" => Setting::Split(match value {
+                "auto" => BatchSplit::Auto,
+                "always" => BatchSplit::Always,
+                "off" => BatchSplit::Off,
+                other => return Err(format!("unknown split `{other}`; one of auto, always, off")),
+            }),
+            "pack-a" => Setting::PackA(packing(value)?),
+            "pack-b" => Setting::PackB(packing(value)?),
+            other => return Err(format!("unknown setting `{other}`; one of gemm, split, pack-a, pack-b")),
+        })
+    }
+
+    fn apply(&self) {
+        match *self {
+            Setting::Gemm(kernel) => adjoint::gemm::force_kernel(kernel),
+            Setting::Split(split) => adjoint::parallel::set_batch_split(split),
+            Setting::PackA(pack) => adjoint::gemm::force_a_packing(pack),
+            Setting::PackB(pack) => adjoint::gemm::force_b_packing(pack),
+        }
+    }
+}
+
+/// `--alternate SETTING=A,B`: the setting's name, its two values and their settings.
+fn alternate(spec: &str) -> Res<(String, [String; 2], [Setting; 2])> {
+    let bad = || format!("--alternate `{spec}`: SETTING=A,B, say pack-a=auto,off");
+    let (key, values) = spec.split_once('=').ok_or_else(bad)?;
+    let (a, b) = values.split_once(',').ok_or_else(bad)?;
+    Ok((key.into(), [a.into(), b.into()], [Setting::parse(key, a)?, Setting::parse(key, b)?]))
 }
 
 pub fn run(o: &Options) -> Res<()> {
@@ -48,30 +117,9 @@ pub fn run(o: &Options) -> Res<()> {
     if o.steps == 0 {
         return Err("--steps must be at least 1".into());
     }
-    use adjoint::gemm::{Kernel, force_kernel};
-    let kernel = match o.gemm.as_str() {
-        "auto" => None,
-        "avx512" => Some(Kernel::Avx512),
-        "avx2" => Some(Kernel::Avx2),
-        "portable" => Some(Kernel::Portable),
-        "matrixmultiply" => Some(Kernel::Matrixmultiply),
-        other => {
-            return Err(format!(
-                "unknown --gemm `{other}`; one of auto, avx512, avx2, portable, matrixmultiply"
-            ));
-        }
-    };
-    if let Some(k) = kernel.filter(|k| !k.available()) {
-        return Err(format!("--gemm {}: this CPU cannot run the {k:?} kernel", o.gemm));
-    }
-    force_kernel(kernel);
-    use adjoint::parallel::{BatchSplit, set_batch_split};
-    set_batch_split(match o.split.as_str() {
-        "auto" => BatchSplit::Auto,
-        "always" => BatchSplit::Always,
-        "off" => BatchSplit::Off,
-        other => return Err(format!("unknown --split `{other}`; one of auto, always, off")),
-    });
+    Setting::parse("gemm", &o.gemm)?.apply();
+    Setting::parse("split", &o.split)?.apply();
+    let alternate = o.alternate.as_deref().map(alternate).transpose()?;
     let sizes = gpt::Sizes { T: t, D: d, H: h, F: f, V: v, L: l };
     let mut params = match &o.params {
         Some(path) => {
@@ -114,12 +162,18 @@ pub fn run(o: &Options) -> Res<()> {
     // GFLOP/s on the 2-core Xeon, and the step's share of it swung with it.
     let mut ceiling = Ceiling::new();
     let mut since_ceiling = 0.0;
+    // With `--alternate`, each side's timed steps.
+    let mut sides: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for i in 0..o.warmup + o.steps {
+        if let Some((_, _, settings)) = &alternate {
+            settings[i % 2].apply();
+        }
         let started = Instant::now();
         let loss =
             gpt::train_step(&mut params, &inputs, &mut grads, &mut sgd, LR).map_err(|e| e.to_string())?;
         let elapsed = started.elapsed().as_secs_f64();
         if i >= o.warmup {
+            sides[i % 2].push(elapsed);
             times.push(elapsed);
             losses.push(loss);
             since_ceiling += elapsed;
@@ -138,9 +192,9 @@ pub fn run(o: &Options) -> Res<()> {
         file.write_all(text.as_bytes()).map_err(|e| format!("--step-times: {e}"))?;
     }
     let flops = train_flops(b, t, d, f, l, v);
-    let sorted = sorted(&times);
-    let median = median(&sorted);
-    let step_gflops = flops / median / 1e9;
+    let step_times_sorted = sorted(&times);
+    let step_median = median(&step_times_sorted);
+    let step_gflops = flops / step_median / 1e9;
     // `workload.py`'s report(), field for field.
     let threads = adjoint::gemm::threads();
     let kernel = adjoint::gemm::kernel();
@@ -152,14 +206,29 @@ pub fn run(o: &Options) -> Res<()> {
     );
     adjoint_examples::say!(
         "median_ms={:.3} min_ms={:.3} tokens_per_s={:.1} gflops={:.2} peak_rss_mib={:.1} loss_first={:.5} loss_last={:.5}",
-        median * 1e3,
-        sorted[0] * 1e3,
-        (b * t) as f64 / median,
+        step_median * 1e3,
+        step_times_sorted[0] * 1e3,
+        (b * t) as f64 / step_median,
         step_gflops,
         ceiling.step_peak_rss_mib(),
         losses[0],
         losses[losses.len() - 1]
     );
+    if let Some((key, values, _)) = &alternate {
+        let pairs = sides[0].len().min(sides[1].len());
+        if pairs == 0 {
+            return Err("--alternate needs at least two timed steps".into());
+        }
+        let ratios: Vec<f64> = (0..pairs).map(|k| sides[1][k] / sides[0][k]).collect();
+        adjoint_examples::say!(
+            "alternate {key}: A={} median_ms={:.3} B={} median_ms={:.3} pair_ratio_b_over_a={:.3} pairs={pairs}",
+            values[0],
+            median(&sorted(&sides[0])) * 1e3,
+            values[1],
+            median(&sorted(&sides[1])) * 1e3,
+            median(&sorted(&ratios))
+        );
+    }
     let (sgemm, sgemm_best, runs) = ceiling.summary();
     adjoint_examples::say!(
         "sgemm_gflops={sgemm:.2} (adjoint::gemm::sgemm, 1024x1024x1024, {threads} threads, median of {runs} between the steps, best {sgemm_best:.2}) step_pct_of_sgemm={:.1}",

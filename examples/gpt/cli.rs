@@ -67,6 +67,12 @@ enum Command {
         /// (to tell a slow phase of the machine from a slow run)
         #[arg(long)]
         step_times: Option<String>,
+        /// An A/B in one process: SETTING=A,B (gemm, split, pack-a or pack-b: auto, on,
+        /// off), set before alternate steps (A before the first); prints each side's
+        /// median and the median of the ratios B/A of adjacent steps, which the machine's
+        /// slow phases touch far less than separate runs
+        #[arg(long)]
+        alternate: Option<String>,
     },
     /// Text sampled from a train_gpt checkpoint.
     Generate {
@@ -97,7 +103,7 @@ pub fn run(args: Args) -> Res<()> {
             }
             Ok(())
         }
-        Command::Bench { config, steps, warmup, seed, params, batch, gemm, split, step_times } => {
+        Command::Bench { config, steps, warmup, seed, params, batch, gemm, split, step_times, alternate } => {
             crate::bench::run(&crate::bench::Options {
                 config,
                 steps,
@@ -108,6 +114,7 @@ pub fn run(args: Args) -> Res<()> {
                 gemm,
                 split,
                 step_times,
+                alternate,
             })
         }
         Command::Generate { checkpoint: path, prompt, tokens, temperature, top_k, seed } => {
