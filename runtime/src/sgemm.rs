@@ -284,11 +284,12 @@ unsafe fn strip<K: Micro>(
 
 /// Whether each strip of `a` is copied (rows adjacent, steps `MR` floats apart) before
 /// the panels read it: a transposed `a` whose steps are far apart, read by enough
-/// panels to pay for the copy. `gemm_bench --quick --serial` on the 2-core Xeon
-/// (BENCHMARKS.md): the 1 KiB steps of small's `xᵀ·dY` 141–146 → 146–152 GFLOP/s, the
-/// 3 KiB of GPT-2's 125 → 147–152, the 4 KiB ones 110–125 → 137–143 (level with
-/// `matrixmultiply`, which `gemm::kernel_for` still picks for those); tiny's `hᵀ·dY`
-/// (1 KiB, two panels) 148–151 → 112–114 when forced, hence the panel count.
+/// panels to pay for the copy. `gemm_bench --quick --serial --pack-a off` against the
+/// default on the 2-core Xeon (GFLOP/s, best of each run, BENCHMARKS.md): small's `xᵀ·dY`
+/// (1 KiB steps) 141–147 → 146–153, GPT-2's (3 KiB) 126 → 148–152, the 4 KiB ones
+/// 113–118 → 136–147 (level with `matrixmultiply`, which `gemm::kernel_for` still picks
+/// for those); tiny's `hᵀ·dY` (1 KiB, two panels) 148–150 → 113–114 when forced, hence
+/// the panel count.
 fn a_packed<K: Micro>(a: MatRef, b: MatRef) -> bool {
     let transposed = a.row_stride == 1 && a.col_stride > 1;
     transposed
