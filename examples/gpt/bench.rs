@@ -162,8 +162,6 @@ pub fn run(o: &Options) -> Res<()> {
     // GFLOP/s on the 2-core Xeon, and the step's share of it swung with it.
     let mut ceiling = Ceiling::new();
     let mut since_ceiling = 0.0;
-    // With `--alternate`, each side's timed steps.
-    let mut sides: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for i in 0..o.warmup + o.steps {
         if let Some((_, _, settings)) = &alternate {
             settings[i % 2].apply();
@@ -173,7 +171,6 @@ pub fn run(o: &Options) -> Res<()> {
             gpt::train_step(&mut params, &inputs, &mut grads, &mut sgd, LR).map_err(|e| e.to_string())?;
         let elapsed = started.elapsed().as_secs_f64();
         if i >= o.warmup {
-            sides[i % 2].push(elapsed);
             times.push(elapsed);
             losses.push(loss);
             since_ceiling += elapsed;
@@ -192,8 +189,8 @@ pub fn run(o: &Options) -> Res<()> {
         file.write_all(text.as_bytes()).map_err(|e| format!("--step-times: {e}"))?;
     }
     let flops = train_flops(b, t, d, f, l, v);
-    let step_times_sorted = sorted(&times);
-    let step_median = median(&step_times_sorted);
+    let step_median = median(&times);
+    let step_min = times.iter().copied().fold(f64::INFINITY, f64::min);
     let step_gflops = flops / step_median / 1e9;
     // `workload.py`'s report(), field for field.
     let threads = adjoint::gemm::threads();
@@ -207,7 +204,7 @@ pub fn run(o: &Options) -> Res<()> {
     adjoint_examples::say!(
         "median_ms={:.3} min_ms={:.3} tokens_per_s={:.1} gflops={:.2} peak_rss_mib={:.1} loss_first={:.5} loss_last={:.5}",
         step_median * 1e3,
-        step_times_sorted[0] * 1e3,
+        step_min * 1e3,
         (b * t) as f64 / step_median,
         step_gflops,
         ceiling.step_peak_rss_mib(),
@@ -215,6 +212,11 @@ pub fn run(o: &Options) -> Res<()> {
         losses[losses.len() - 1]
     );
     if let Some((key, values, _)) = &alternate {
+        // Step `i` ran with setting `i % 2`; the timed ones start at `warmup`.
+        let side = |s: usize| -> Vec<f64> {
+            times.iter().enumerate().filter(|(j, _)| (o.warmup + j) % 2 == s).map(|(_, &t)| t).collect()
+        };
+        let sides = [side(0), side(1)];
         let pairs = sides[0].len().min(sides[1].len());
         if pairs == 0 {
             return Err("--alternate needs at least two timed steps".into());
@@ -223,10 +225,10 @@ pub fn run(o: &Options) -> Res<()> {
         adjoint_examples::say!(
             "alternate {key}: A={} median_ms={:.3} B={} median_ms={:.3} pair_ratio_b_over_a={:.3} pairs={pairs}",
             values[0],
-            median(&sorted(&sides[0])) * 1e3,
+            median(&sides[0]) * 1e3,
             values[1],
-            median(&sorted(&sides[1])) * 1e3,
-            median(&sorted(&ratios))
+            median(&sides[1]) * 1e3,
+            median(&ratios)
         );
     }
     let (sgemm, sgemm_best, runs) = ceiling.summary();
@@ -288,8 +290,8 @@ impl Ceiling {
 
     /// The median rate, the best, and how many measurements.
     fn summary(&self) -> (f64, f64, usize) {
-        let sorted = sorted(&self.rates);
-        (median(&sorted), sorted[sorted.len() - 1], sorted.len())
+        let best = self.rates.iter().copied().fold(0.0, f64::max);
+        (median(&self.rates), best, self.rates.len())
     }
 
     /// The process's peak resident set less the ceiling's operands, in MiB.
@@ -299,14 +301,10 @@ impl Ceiling {
     }
 }
 
-fn sorted(values: &[f64]) -> Vec<f64> {
+/// The median of non-empty values.
+fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    sorted
-}
-
-/// The median of sorted, non-empty values.
-fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
     if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
 }

@@ -68,8 +68,8 @@ pub(crate) unsafe fn sgemm<K: Micro>(
             packed.resize(need, 0.0);
         }
         let align = packed.as_ptr().align_offset(64).min(16);
-        // SAFETY: forwarded from this function's contract (the CPU has `K`'s set).
         let (bp, ap) = packed[align..].split_at_mut(a_at);
+        // SAFETY: forwarded from this function's contract (the CPU has `K`'s set).
         unsafe {
             K::with_features(
                 #[inline(always)]
@@ -256,7 +256,8 @@ unsafe fn strip<K: Micro>(
         // After the first block, and when accumulating, the tile is added to; a tile
         // whose first block had nothing to add was written as zeros.
         let add = !first;
-        // The strip's first element, `a[ir, lo]`: inside `a.data` (checked view).
+        // The strip's first element, `a[ir, lo]`: inside `a.data` (checked view), or
+        // step `lo` of its copy, `MR` floats a step.
         let (strip, rs, cs) = match a_strip {
             Some(packed) => (&packed[(lo - pc) * K::MR..], 1, K::MR),
             None => (&a.data[ir * a.row_stride + lo * a.col_stride..], a.row_stride, a.col_stride),
@@ -270,7 +271,9 @@ unsafe fn strip<K: Micro>(
         };
         // SAFETY: the CPU has `K`'s instruction set (contract). `strip` starts at
         // `a[ir, lo]`, and the kernel reads `a[ir + i, lo + p]` for `i < rows`,
-        // `p < steps ≤ k - lo`: all inside the checked view, so inside `a.data`. `panel`
+        // `p < steps ≤ k - lo`: all inside the checked view, so inside `a.data`; or
+        // `strip` is the copy from step `lo`, whose `(kc - (lo - pc))·MR` floats hold
+        // every `i + p·MR` the kernel reads (`steps ≤ pc + kc - lo`). `panel`
         // holds `steps` rows of `nr` floats, `ldb` apart: packed, or (in place, full
         // panels only) `b[lo + p, jc + jr + j]` for `p < steps ≤ k - lo`, `j < nr = cols`,
         // inside the checked view of `b` (column stride 1). The tile `c[ir.., jc + jr..]`,
@@ -293,11 +296,7 @@ unsafe fn strip<K: Micro>(
 fn a_packed<K: Micro>(a: MatRef, b: MatRef) -> bool {
     let transposed = a.row_stride == 1 && a.col_stride > 1;
     transposed
-        && match PACK_A.load(Ordering::Relaxed) {
-            1 => false,
-            2 => true,
-            _ => a.col_stride >= A_PACK_MIN_STRIDE && b.cols >= A_PACK_MIN_PANELS * K::NR,
-        }
+        && PACK_A.get().unwrap_or(a.col_stride >= A_PACK_MIN_STRIDE && b.cols >= A_PACK_MIN_PANELS * K::NR)
 }
 
 /// The least distance between steps of `a`, in floats, at which a strip is copied: 1
@@ -306,14 +305,14 @@ const A_PACK_MIN_STRIDE: usize = 256;
 /// The fewest panels of `b` (per block) that must read a strip for it to be copied.
 const A_PACK_MIN_PANELS: usize = 8;
 
-/// 0: `a_packed` chooses; 1: never; 2: every transposed `a`.
-static PACK_A: AtomicU8 = AtomicU8::new(0);
+/// Whether every transposed `a`'s strips are copied; `None`: `a_packed`'s rule.
+static PACK_A: Forced = Forced::new();
 
 /// Forces every transposed `a`'s strips to be copied (`Some(true)`) or read in place
 /// (`Some(false)`) in every product on the own kernels, process-wide; `None`: by
 /// stride and width (`a_packed`). For tests and benchmarks.
 pub fn force_a_packing(pack: Option<bool>) {
-    PACK_A.store(pack.map_or(0, |p| if p { 2 } else { 1 }), Ordering::Relaxed);
+    PACK_A.set(pack);
 }
 
 /// Rows `ir..ir + rows` and steps `pc..pc + kc` of a transposed `a` (`row_stride` 1)
@@ -351,12 +350,7 @@ fn pack_a_full<const MR: usize>(a: MatRef, first: usize, kc: usize, ap: &mut [f3
 /// the copy cost more than the strips gained (`gemm_bench`, BENCHMARKS.md). Only a
 /// row-major `b` can be read in place: the kernel loads `NR` adjacent floats a step.
 fn b_in_place(a: MatRef, b: MatRef) -> bool {
-    b.col_stride == 1
-        && match PACK_B.load(Ordering::Relaxed) {
-            1 => false,
-            2 => true,
-            _ => a.rows * a.cols <= IN_PLACE_MAX_A,
-        }
+    b.col_stride == 1 && PACK_B.get().map_or(a.rows * a.cols <= IN_PLACE_MAX_A, |pack| !pack)
 }
 
 /// Products whose `a` has at most this many elements read a row-major `b` in place
@@ -366,14 +360,36 @@ fn b_in_place(a: MatRef, b: MatRef) -> bool {
 /// ahead by up to 18% where `b` is wide (512×256×1024).
 const IN_PLACE_MAX_A: usize = 128 * 256;
 
-/// 0: `b_in_place` chooses; 1: always pack; 2: read in place whenever `b` is row-major.
-static PACK_B: AtomicU8 = AtomicU8::new(0);
+/// Whether `b` is packed (else read in place where it is row-major); `None`:
+/// `b_in_place`'s rule.
+static PACK_B: Forced = Forced::new();
 
 /// Forces `b` to be packed (`Some(true)`) or read in place where it is row-major
 /// (`Some(false)`) in every product on the own kernels, process-wide; `None`: by size.
 /// For tests and benchmarks.
 pub fn force_b_packing(pack: Option<bool>) {
-    PACK_B.store(pack.map_or(0, |p| if p { 1 } else { 2 }), Ordering::Relaxed);
+    PACK_B.set(pack);
+}
+
+/// A yes/no choice that tests and benchmarks can force process-wide; `None` leaves it
+/// to the product's own rule.
+struct Forced(AtomicU8);
+
+impl Forced {
+    const fn new() -> Forced {
+        Forced(AtomicU8::new(0))
+    }
+
+    fn set(&self, choice: Option<bool>) {
+        self.0.store(choice.map_or(0, |yes| if yes { 2 } else { 1 }), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            choice => Some(choice == 2),
+        }
+    }
 }
 
 /// `b[pc.., jc..]` (`kc × nc`) as `nr`-column panels, each `kc` rows of `nr` floats,
