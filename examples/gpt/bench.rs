@@ -40,6 +40,8 @@ pub struct Options {
     pub step_times: Option<String>,
     /// `SETTING=A,B`: an A/B over alternate steps (`--alternate`).
     pub alternate: Option<String>,
+    /// Print the products of the timed steps by shape (`--products`).
+    pub products: bool,
 }
 
 /// A runtime setting `gpt bench` can choose, process-wide.
@@ -166,10 +168,12 @@ pub fn run(o: &Options) -> Res<()> {
         if let Some((_, _, settings)) = &alternate {
             settings[i % 2].apply();
         }
+        adjoint::gemm::record_products(o.products && i >= o.warmup);
         let started = Instant::now();
         let loss =
             gpt::train_step(&mut params, &inputs, &mut grads, &mut sgd, LR).map_err(|e| e.to_string())?;
         let elapsed = started.elapsed().as_secs_f64();
+        adjoint::gemm::record_products(false);
         if i >= o.warmup {
             times.push(elapsed);
             losses.push(loss);
@@ -231,12 +235,49 @@ pub fn run(o: &Options) -> Res<()> {
             median(&ratios)
         );
     }
+    if o.products {
+        report_products(times.len(), step_median);
+    }
     let (sgemm, sgemm_best, runs) = ceiling.summary();
     adjoint_examples::say!(
         "sgemm_gflops={sgemm:.2} (adjoint::gemm::sgemm, 1024x1024x1024, {threads} threads, median of {runs} between the steps, best {sgemm_best:.2}) step_pct_of_sgemm={:.1}",
         100.0 * step_gflops / sgemm
     );
     Ok(())
+}
+
+/// `--products`: one line per shape of product in the `steps` timed steps, the longest
+/// first, then their total beside the step's median. A product's time is on the thread
+/// that ran it: the halves of a split step run theirs side by side, so the total can
+/// pass the step's time.
+fn report_products(steps: usize, step_median: f64) {
+    let products = adjoint::gemm::take_product_times();
+    let per_step = |x: f64| x / steps as f64;
+    let yes_no = |b: bool| if b { "T" } else { "N" };
+    for p in &products {
+        adjoint_examples::say!(
+            "product {}x{}x{} a={} b={} epilogue={} kernel={:?} threads={} calls_per_step={:.1} ms_per_step={:.3} gflops={:.1}",
+            p.m,
+            p.k,
+            p.n,
+            yes_no(p.a_transposed),
+            yes_no(p.b_transposed),
+            if p.epilogue { "yes" } else { "no" },
+            p.kernel,
+            p.threads,
+            per_step(p.calls as f64),
+            per_step(p.seconds) * 1e3,
+            p.gflops()
+        );
+    }
+    let seconds: f64 = products.iter().map(|p| p.seconds).sum();
+    let flops: f64 = products.iter().map(|p| p.flops() * p.calls as f64).sum();
+    adjoint_examples::say!(
+        "products ms_per_step={:.3} (thread time) gflops={:.1} step_median_ms={:.3}",
+        per_step(seconds) * 1e3,
+        flops / seconds / 1e9,
+        step_median * 1e3
+    );
 }
 
 /// `workload.py`'s train_flops: B·T·(6·N_mm + 12·L·T·d).

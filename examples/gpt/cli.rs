@@ -73,6 +73,10 @@ enum Command {
         /// slow phases touch far less than separate runs
         #[arg(long)]
         alternate: Option<String>,
+        /// Also print each shape of matrix product in the timed steps: calls and
+        /// milliseconds per step, and GFLOP/s, on the thread that ran it
+        #[arg(long)]
+        products: bool,
     },
     /// Text sampled from a train_gpt checkpoint.
     Generate {
@@ -103,20 +107,31 @@ pub fn run(args: Args) -> Res<()> {
             }
             Ok(())
         }
-        Command::Bench { config, steps, warmup, seed, params, batch, gemm, split, step_times, alternate } => {
-            crate::bench::run(&crate::bench::Options {
-                config,
-                steps,
-                warmup,
-                seed,
-                params,
-                batch,
-                gemm,
-                split,
-                step_times,
-                alternate,
-            })
-        }
+        Command::Bench {
+            config,
+            steps,
+            warmup,
+            seed,
+            params,
+            batch,
+            gemm,
+            split,
+            step_times,
+            alternate,
+            products,
+        } => crate::bench::run(&crate::bench::Options {
+            config,
+            steps,
+            warmup,
+            seed,
+            params,
+            batch,
+            gemm,
+            split,
+            step_times,
+            alternate,
+            products,
+        }),
         Command::Generate { checkpoint: path, prompt, tokens, temperature, top_k, seed } => {
             let (_, params) = checkpoint::load_model(&path)?;
             let text = generate(&params, &prompt, Sampling { tokens, temperature, top_k, seed })?;

@@ -10,11 +10,13 @@
 //! needs no copy. Every view is checked against its slice before the call: a bad view
 //! is an `Err`, never an out-of-bounds read.
 
+pub use crate::gemm_times::{ProductTime, record_products, take_product_times};
 pub use crate::sgemm::{force_a_packing, force_b_packing};
 pub use crate::structure::{Structure, Tri};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::{Result, bail};
+use crate::gemm_times;
 
 /// A `rows × cols` matrix in `data`: element `(i, j)` at `i·row_stride + j·col_stride`.
 #[derive(Clone, Copy, Debug)]
@@ -137,7 +139,9 @@ fn product(
         return Ok(());
     }
     let task = Task { accumulate, structure, row0: 0, col0: 0, kernel: kernel_for(a, structure) };
-    split(a, b, Out::rows_apart(c, m, n, ldc), task, threads());
+    let (started, threads) = (gemm_times::start(), threads());
+    split(a, b, Out::rows_apart(c, m, n, ldc), task, threads);
+    gemm_times::finish(started, a, b, task.kernel, false, threads);
     Ok(())
 }
 
@@ -346,12 +350,14 @@ pub(crate) fn sgemm_strips(
     }
     let structure = Structure::default();
     let task = Task { accumulate: false, structure, row0: 0, col0: 0, kernel: kernel_for(a, structure) };
+    let started = gemm_times::start();
     if task.kernel == Kernel::Matrixmultiply {
         sgemm_one(a, b, Out::whole(c, n), task, None);
         on_strip(0, m, c);
     } else {
         sgemm_one(a, b, Out::whole(c, n), task, Some(on_strip));
     }
+    gemm_times::finish(started, a, b, task.kernel, true, 1);
     Ok(())
 }
 

@@ -96,6 +96,7 @@ pub mod epilogue;
 pub mod error;
 pub mod fused;
 pub mod gemm;
+mod gemm_times;
 pub mod init;
 pub mod math;
 pub mod microkernel;
