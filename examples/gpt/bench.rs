@@ -27,20 +27,45 @@ const CONFIGS: &[(&str, [usize; 7])] = &[
 
 const LR: f32 = 1e-3;
 
+/// `gpt bench`'s options (the command line's, through clap).
+#[derive(clap::Args, Debug)]
 pub struct Options {
+    /// tiny, small or gpt2
+    #[arg(long, default_value = "tiny")]
     pub config: String,
+    #[arg(long, default_value_t = 20)]
     pub steps: usize,
+    #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Parameters from make_case.py (else adjoint's seeded initialisation)
+    #[arg(long)]
     pub params: Option<String>,
+    /// tokens/targets from make_case.py (else a seeded random batch)
+    #[arg(long)]
     pub batch: Option<String>,
+    /// The GEMM kernel: auto (the runtime's choice), avx512, avx2, portable (the
+    /// runtime's own micro-kernels) or matrixmultiply
+    #[arg(long, default_value = "auto")]
     pub gemm: String,
+    /// Batch split: auto (two half-batches side by side when the extra gradient
+    /// set is at most 64 MiB, the default), always, or off (the whole batch at once)
+    #[arg(long, default_value = "auto")]
     pub split: String,
-    /// Where to write each timed step's milliseconds (`--step-times`).
+    /// Also write each timed step's milliseconds to this file, one a line, in order
+    /// (to tell a slow phase of the machine from a slow run)
+    #[arg(long)]
     pub step_times: Option<String>,
-    /// `SETTING=A,B`: an A/B over alternate steps (`--alternate`).
+    /// An A/B in one process: SETTING=A,B (gemm, split, pack-a or pack-b: auto, on,
+    /// off), set before alternate steps (A before the first); prints each side's
+    /// median and the median of the ratios B/A of adjacent steps, which the machine's
+    /// slow phases touch far less than separate runs
+    #[arg(long)]
     pub alternate: Option<String>,
-    /// Print the products of the timed steps by shape (`--products`).
+    /// Also print each shape of matrix product in the timed steps: calls and
+    /// milliseconds per step, and GFLOP/s, on the thread that ran it
+    #[arg(long)]
     pub products: bool,
 }
 

@@ -39,45 +39,7 @@ enum Command {
     },
     /// The training-step benchmark of shared/peers/WORKLOAD.md (forward, backward, SGD
     /// lr 1e-3), reported like workload.py's report().
-    Bench {
-        /// tiny, small or gpt2
-        #[arg(long, default_value = "tiny")]
-        config: String,
-        #[arg(long, default_value_t = 20)]
-        steps: usize,
-        #[arg(long, default_value_t = 3)]
-        warmup: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Parameters from make_case.py (else adjoint's seeded initialisation)
-        #[arg(long)]
-        params: Option<String>,
-        /// tokens/targets from make_case.py (else a seeded random batch)
-        #[arg(long)]
-        batch: Option<String>,
-        /// The GEMM kernel: auto (the runtime's choice), avx512, avx2, portable (the
-        /// runtime's own micro-kernels) or matrixmultiply
-        #[arg(long, default_value = "auto")]
-        gemm: String,
-        /// Batch split: auto (two half-batches side by side when the extra gradient
-        /// set is at most 64 MiB, the default), always, or off (the whole batch at once)
-        #[arg(long, default_value = "auto")]
-        split: String,
-        /// Also write each timed step's milliseconds to this file, one a line, in order
-        /// (to tell a slow phase of the machine from a slow run)
-        #[arg(long)]
-        step_times: Option<String>,
-        /// An A/B in one process: SETTING=A,B (gemm, split, pack-a or pack-b: auto, on,
-        /// off), set before alternate steps (A before the first); prints each side's
-        /// median and the median of the ratios B/A of adjacent steps, which the machine's
-        /// slow phases touch far less than separate runs
-        #[arg(long)]
-        alternate: Option<String>,
-        /// Also print each shape of matrix product in the timed steps: calls and
-        /// milliseconds per step, and GFLOP/s, on the thread that ran it
-        #[arg(long)]
-        products: bool,
-    },
+    Bench(crate::bench::Options),
     /// Text sampled from a train_gpt checkpoint.
     Generate {
         #[arg(long, default_value = "target/train_gpt/checkpoint.safetensors")]
@@ -107,31 +69,7 @@ pub fn run(args: Args) -> Res<()> {
             }
             Ok(())
         }
-        Command::Bench {
-            config,
-            steps,
-            warmup,
-            seed,
-            params,
-            batch,
-            gemm,
-            split,
-            step_times,
-            alternate,
-            products,
-        } => crate::bench::run(&crate::bench::Options {
-            config,
-            steps,
-            warmup,
-            seed,
-            params,
-            batch,
-            gemm,
-            split,
-            step_times,
-            alternate,
-            products,
-        }),
+        Command::Bench(options) => crate::bench::run(&options),
         Command::Generate { checkpoint: path, prompt, tokens, temperature, top_k, seed } => {
             let (_, params) = checkpoint::load_model(&path)?;
             let text = generate(&params, &prompt, Sampling { tokens, temperature, top_k, seed })?;
