@@ -63,8 +63,9 @@ pub fn take_product_times() -> Vec<ProductTime> {
     times
 }
 
-fn key(t: &ProductTime) -> (usize, usize, usize, bool, bool, bool, usize) {
-    (t.m, t.k, t.n, t.a_transposed, t.b_transposed, t.epilogue, t.threads)
+/// What tells two records apart: everything but the counts.
+fn key(t: &ProductTime) -> (usize, usize, usize, bool, bool, bool, u8, usize) {
+    (t.m, t.k, t.n, t.a_transposed, t.b_transposed, t.epilogue, t.kernel as u8, t.threads)
 }
 
 /// When recording: the moment a product starts.
@@ -97,7 +98,7 @@ pub(crate) fn finish(
         seconds,
     };
     let mut times = TIMES.lock().unwrap_or_else(|e| e.into_inner());
-    match times.iter_mut().find(|t| key(t) == key(&new) && t.kernel == kernel) {
+    match times.iter_mut().find(|t| key(t) == key(&new)) {
         Some(t) => {
             t.calls += 1;
             t.seconds += seconds;
