@@ -57,8 +57,8 @@ pub struct Options {
     /// (to tell a slow phase of the machine from a slow run)
     #[arg(long)]
     pub step_times: Option<String>,
-    /// An A/B in one process: SETTING=A,B (gemm, split, pack-a or pack-b: auto, on,
-    /// off), set before alternate steps (A before the first); prints each side's
+    /// An A/B in one process: SETTING=A,B (gemm, split; pack-a, pack-b or row-blocks:
+    /// auto, on, off), set before alternate steps (A before the first); prints each side's
     /// median and the median of the ratios B/A of adjacent steps, which the machine's
     /// slow phases touch far less than separate runs
     #[arg(long)]
@@ -75,6 +75,7 @@ enum Setting {
     Split(adjoint::parallel::BatchSplit),
     PackA(Option<bool>),
     PackB(Option<bool>),
+    RowBlocks(Option<bool>),
 }
 
 impl Setting {
@@ -114,7 +115,12 @@ impl Setting {
             }),
             "pack-a" => Setting::PackA(packing(value)?),
             "pack-b" => Setting::PackB(packing(value)?),
-            other => return Err(format!("unknown setting `{other}`; one of gemm, split, pack-a, pack-b")),
+            "row-blocks" => Setting::RowBlocks(packing(value)?),
+            other => {
+                return Err(format!(
+                    "unknown setting `{other}`; one of gemm, split, pack-a, pack-b, row-blocks"
+                ));
+            }
         })
     }
 
@@ -124,6 +130,7 @@ impl Setting {
             Setting::Split(split) => adjoint::parallel::set_batch_split(split),
             Setting::PackA(pack) => adjoint::gemm::force_a_packing(pack),
             Setting::PackB(pack) => adjoint::gemm::force_b_packing(pack),
+            Setting::RowBlocks(allow) => adjoint::gemm::force_row_blocks(allow),
         }
     }
 }

@@ -26,8 +26,9 @@ use crate::ops::{Operand, Real};
 
 /// `c = permute(a, pa) · permute(b, pb)` (2-D; an empty permutation leaves its operand
 /// as it is), then `body(r, c_row, outs_r, scratch, arith)` for every row `r`, as in
-/// `fused::rows` with `c`'s row as an extra argument. `c` itself is a pooled buffer,
-/// returned to the pool afterwards.
+/// `fused::rows` with `c`'s row as an extra argument. `c` is never the caller's: held
+/// a block of rows at a time where the product allows (`gemm::sgemm_strips`), else a
+/// pooled buffer, returned to the pool afterwards.
 pub fn product_rows<const K: usize, F>(
     a: &Real,
     pa: &[usize],
@@ -46,10 +47,10 @@ where
     }
     let (m, k, n) = (av.shape[0], av.shape[1], bv.shape[1]);
     let (a_mat, b_mat) = (av.matrix(0), bv.matrix(0));
-    let mut c = crate::pool::take(m * n);
     let (chunks, by_columns) = split(m, k, n, crate::gemm::threads().max(1));
     if by_columns {
         // Split by columns as a plain product is, then the body over the finished rows.
+        let mut c = crate::pool::take(m * n);
         let done = crate::gemm::sgemm(a_mat, b_mat, &mut c)
             .and_then(|()| crate::fused::rows(m, n, scratch_rows, outs, with_row(&body, &c, 0, n)));
         crate::pool::give(c);
@@ -59,16 +60,13 @@ where
     // Whole 8-row strips per thread, so each thread's strips are the GEMM's strips.
     let per_chunk = m.div_ceil(chunks).div_ceil(8) * 8;
     let mut tasks = Vec::with_capacity(chunks);
-    let (mut start, mut c_rest) = (0, &mut c[..]);
+    let mut start = 0;
     while start < m {
         let end = (start + per_chunk).min(m);
-        let part = take_rows(&mut bufs, &per_row, end - start);
-        let (c_part, tail) = std::mem::take(&mut c_rest).split_at_mut((end - start) * n);
-        c_rest = tail;
-        tasks.push((start, end, part, c_part));
+        tasks.push((start, end, take_rows(&mut bufs, &per_row, end - start)));
         start = end;
     }
-    let run = |(r0, r1, mut part, c_part): (usize, usize, [&mut [f32]; K], &mut [f32])| -> Result<()> {
+    let run = |(r0, r1, mut part): (usize, usize, [&mut [f32]; K])| -> Result<()> {
         let a_rows =
             MatRef { data: a_mat.data.get(r0 * a_mat.row_stride..).unwrap_or(&[]), rows: r1 - r0, ..a_mat };
         // Scratch rows are written before they are read: a pooled buffer will do.
@@ -85,17 +83,15 @@ where
                 &with_row(&body, c_rows, first, n),
             );
         };
-        let done = sgemm_strips(a_rows, b_mat, c_part, &mut on_strip);
+        let done = sgemm_strips(a_rows, b_mat, &mut on_strip);
         crate::pool::give(scratch);
         done
     };
-    let done = if tasks.len() == 1 {
+    if tasks.len() == 1 {
         tasks.into_iter().try_for_each(run)
     } else {
         tasks.into_par_iter().try_for_each(run)
-    };
-    crate::pool::give(c);
-    done
+    }
 }
 
 /// How an `m × k × n` product with an epilogue is split over `threads`: the number of

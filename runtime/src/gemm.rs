@@ -11,7 +11,7 @@
 //! is an `Err`, never an out-of-bounds read.
 
 pub use crate::gemm_times::{ProductTime, record_products, take_product_times};
-pub use crate::sgemm::{force_a_packing, force_b_packing};
+pub use crate::sgemm::{force_a_packing, force_b_packing, force_row_blocks};
 pub use crate::structure::{Structure, Tri};
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -114,6 +114,12 @@ pub(crate) struct Task {
 }
 
 impl Task {
+    /// A product that overwrites `c`, of no structure, on `kernel`.
+    #[cfg(test)]
+    pub(crate) fn plain(kernel: Kernel) -> Task {
+        Task { accumulate: false, structure: Structure::default(), row0: 0, col0: 0, kernel }
+    }
+
     /// The range of `p` that can contribute to rows `i0..i1`, columns `j0..j1` (block
     /// coordinates) of `c`, within `0..k`; empty when the tile is skipped.
     pub fn k_range(&self, i0: usize, i1: usize, j0: usize, j1: usize, k: usize) -> (usize, usize) {
@@ -328,35 +334,57 @@ fn kernel_for(a: MatRef, structure: Structure) -> Kernel {
     })
 }
 
-/// `c = a·b` on this thread (`c` row-major, overwritten), calling `on_strip(i0, rows,
-/// c_rows)` as each block of rows is finished, in row order (`c_rows`: the elements
-/// of rows `i0..i0 + rows`): a product's fused epilogue reads them while they are in
-/// cache. With `matrixmultiply`'s kernel the whole product is one block.
+/// `c = a·b` on this thread, calling `on_strip(i0, rows, c_rows)` as each block of rows
+/// is finished, in row order (`c_rows`: the elements of rows `i0..i0 + rows`, `b.cols`
+/// apart): a product's fused epilogue reads them while they are in cache. `c` is this
+/// function's own: where the own kernels finish rows a block at a time it is never
+/// held whole (`sgemm::sgemm_row_blocks`), else it is a pooled buffer. With
+/// `matrixmultiply`'s kernel the whole product is one block.
 pub(crate) fn sgemm_strips(
     a: MatRef,
     b: MatRef,
-    c: &mut [f32],
     on_strip: &mut dyn FnMut(usize, usize, &[f32]),
 ) -> Result<()> {
-    check_product(a, b, c, b.cols)?;
     let (m, n) = (a.rows, b.cols);
-    if m == 0 {
-        return Ok(());
+    if b.rows != a.cols {
+        bail!("gemm: {m}×{} · {}×{n} do not multiply", a.cols, b.rows);
     }
-    if a.cols == 0 || n == 0 {
-        c.fill(0.0);
-        on_strip(0, m, c);
+    a.check("left")?;
+    b.check("right")?;
+    if m == 0 {
         return Ok(());
     }
     let structure = Structure::default();
     let task = Task { accumulate: false, structure, row0: 0, col0: 0, kernel: kernel_for(a, structure) };
     let started = gemm_times::start();
-    if task.kernel == Kernel::Matrixmultiply {
-        sgemm_one(a, b, Out::whole(c, n), task, None);
-        on_strip(0, m, c);
-    } else {
-        sgemm_one(a, b, Out::whole(c, n), task, Some(on_strip));
+    if a.cols > 0 && n > 0 && task.kernel != Kernel::Matrixmultiply {
+        use crate::microkernel::{Avx2, Avx512, Portable};
+        use crate::sgemm::sgemm_row_blocks as own;
+        // SAFETY: `kernel_for` picks a kernel only when `Kernel::available` says the CPU
+        // has its instruction set.
+        let done = unsafe {
+            match task.kernel {
+                Kernel::Avx512 => own::<Avx512>(a, b, task, &mut *on_strip),
+                Kernel::Avx2 => own::<Avx2>(a, b, task, &mut *on_strip),
+                _ => own::<Portable>(a, b, task, &mut *on_strip),
+            }
+        };
+        if done {
+            gemm_times::finish(started, a, b, task.kernel, true, 1);
+            return Ok(());
+        }
     }
+    let mut c = crate::pool::take(m * n);
+    if a.cols == 0 || n == 0 {
+        c.fill(0.0);
+        on_strip(0, m, &c);
+    } else if task.kernel == Kernel::Matrixmultiply {
+        sgemm_one(a, b, Out::whole(&mut c, n), task, None);
+        on_strip(0, m, &c);
+    } else {
+        sgemm_one(a, b, Out::whole(&mut c, n), task, Some(on_strip));
+    }
+    crate::pool::give(c);
     gemm_times::finish(started, a, b, task.kernel, true, 1);
     Ok(())
 }

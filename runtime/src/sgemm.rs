@@ -52,31 +52,110 @@ pub(crate) unsafe fn sgemm<K: Micro>(
     task: Task,
     on_strip: Option<OnStrip>,
 ) {
+    let whole = whole_b::<K>(a, b, on_strip.is_some());
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_buffers::<K>(a, b, Dest::At(c, ldc), task, whole, on_strip) }
+}
+
+/// `c = a·b` on this thread with `c` never held whole: the product is run in blocks of
+/// rows (`in_row_blocks`' answer), each block's `c` in a per-thread buffer that the next
+/// block overwrites, and `on_strip` handed each block's rows as they are finished.
+/// Returns false, having done nothing, where the loop order cannot finish rows a block
+/// at a time (`in_row_blocks` is `None`); the caller then needs a whole `c`.
+///
+/// Why: a product with an epilogue reads `c` only through `on_strip`, so writing all
+/// of it to memory is traffic for nothing. In a block buffer `c` stays in L1 (one
+/// strip, where one block of `b` holds all of it) or in L2 (`whole_b`'s blocks of
+/// rows). Measured on the 2-core Xeon over alternate steps in one process (`gpt bench
+/// --alternate row-blocks=off,on`, BENCHMARKS.md): small 0.984–0.994 of its step time; tiny
+/// level (its halves read `b` in place, which this does not cover).
+///
+/// # Safety
+/// The CPU must have `K`'s instruction set.
+pub(crate) unsafe fn sgemm_row_blocks<K: Micro>(a: MatRef, b: MatRef, task: Task, on_strip: OnStrip) -> bool {
+    let Some(whole) = in_row_blocks::<K>(a, b, task.accumulate) else { return false };
+    // SAFETY: forwarded from this function's contract.
+    unsafe { with_buffers::<K>(a, b, Dest::RowBlocks, task, Some(whole), Some(on_strip)) };
+    true
+}
+
+/// Where a product's `c` goes: rows `ldc` apart from a pointer, or a per-thread block
+/// buffer reused for each block of rows.
+#[derive(Clone, Copy)]
+enum Dest {
+    At(*mut f32, usize),
+    RowBlocks,
+}
+
+/// `(floats of b packed at once, rows a block)` for a product whose rows can be finished
+/// a block at a time with all of `b` packed first: what `whole_b` picks, or, where one
+/// `KC × NC` block of `b` is all of it, one strip of `MR` rows. `None` where `b` is read
+/// in place, for a product that adds to `c` (`accumulate`), or where neither holds.
+fn in_row_blocks<K: Micro>(a: MatRef, b: MatRef, accumulate: bool) -> Option<(usize, usize)> {
+    if accumulate || b_in_place(a, b) || ROW_BLOCKS.get() == Some(false) {
+        return None;
+    }
+    let one_block = a.cols <= KC && b.cols <= NC;
+    let block = a.cols * b.cols.div_ceil(K::NR) * K::NR;
+    whole_b::<K>(a, b, true).or(one_block.then_some((block, K::MR)))
+}
+
+/// Runs the block loops with this thread's packing buffer, which holds the packed `b`
+/// (`whole`'s floats, or one block), one strip of `a`, and for `Dest::RowBlocks` one
+/// block of rows of `c`.
+///
+/// # Safety
+/// As for `sgemm`; for `Dest::RowBlocks`, `whole` is `Some`.
+unsafe fn with_buffers<K: Micro>(
+    a: MatRef,
+    b: MatRef,
+    dest: Dest,
+    task: Task,
+    whole: Option<(usize, usize)>,
+    on_strip: Option<OnStrip>,
+) {
     // The packing buffer is kept per thread: allocating it per call cost more than the
     // product itself on the tiny shapes. 16 floats of slack to align it to 64 bytes.
     thread_local! {
         static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     PACKED.with_borrow_mut(|packed| {
-        let whole = whole_b::<K>(a, b, on_strip.is_some());
         let block = KC.min(a.cols) * NC.min(b.cols.div_ceil(K::NR) * K::NR);
         let b_len = whole.map_or(block, |(len, _)| len);
-        // Room for one packed strip of `a` after `b`'s floats, rounded to a cache line.
+        // Room for one packed strip of `a` after `b`'s floats, and for a block of `c`
+        // after that, each from a cache line.
         let a_at = b_len.div_ceil(16) * 16;
-        let need = a_at + K::MR * KC + 16;
+        let c_at = a_at + K::MR * KC;
+        let c_len = match dest {
+            Dest::RowBlocks => whole.map_or(0, |(_, rows)| rows) * b.cols,
+            Dest::At(..) => 0,
+        };
+        let need = c_at + c_len + 16;
         if packed.len() < need {
             packed.resize(need, 0.0);
         }
         let align = packed.as_ptr().align_offset(64).min(16);
-        let (bp, ap) = packed[align..].split_at_mut(a_at);
+        let (bp, rest) = packed[align..].split_at_mut(a_at);
+        let (ap, c_block) = rest.split_at_mut(c_at - a_at);
+        let out = match dest {
+            Dest::At(c, ldc) => Rows::At(c, ldc),
+            Dest::RowBlocks => Rows::Block(&mut c_block[..c_len]),
+        };
         // SAFETY: forwarded from this function's contract (the CPU has `K`'s set).
         unsafe {
             K::with_features(
                 #[inline(always)]
-                || blocks::<K>(a, b, c, ldc, task, bp, ap, whole, on_strip),
+                || blocks::<K>(a, b, out, task, bp, ap, whole, on_strip),
             )
         }
     })
+}
+
+/// `c` as the block loops see it: rows `ldc` apart from a pointer, or one block of rows
+/// (`rows × b.cols`, adjacent) that each block of rows is computed into in turn.
+enum Rows<'a> {
+    At(*mut f32, usize),
+    Block(&'a mut [f32]),
 }
 
 /// Called with `(i0, rows, c_rows)` as rows `i0..i0 + rows` of the block are finished
@@ -112,15 +191,15 @@ fn whole_b<K: Micro>(a: MatRef, b: MatRef, epilogue: bool) -> Option<(usize, usi
 /// The block loops.
 ///
 /// # Safety
-/// As for `sgemm`; `bp` is 64-byte aligned and holds `min(KC, k) × NC` rounded up, or
-/// what `whole` (`whole_b`'s answer) asks for.
+/// As for `sgemm`, `out` standing for `c`; `bp` is 64-byte aligned and holds
+/// `min(KC, k) × NC` rounded up, or what `whole` (`whole_b`'s or `in_row_blocks`'
+/// answer) asks for. A `Rows::Block` comes with `whole` and holds its rows × `n`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn blocks<K: Micro>(
     a: MatRef,
     b: MatRef,
-    c: *mut f32,
-    ldc: usize,
+    mut out: Rows,
     task: Task,
     bp: &mut [f32],
     ap: &mut [f32],
@@ -133,12 +212,15 @@ unsafe fn blocks<K: Micro>(
     if m == 0 || n == 0 {
         return;
     }
-    // Rows `i0..i0 + rows`, finished.
+    // Rows `i0..i0 + rows` of `c` (from `c`, rows `ldc` apart), finished.
     // SAFETY (of each call): the rows lie in the block `c` gives exclusive access to,
-    // and nothing writes them after they are finished.
-    let finished =
-        |i0: usize, rows: usize| unsafe { std::slice::from_raw_parts(c.add(i0 * ldc), (rows - 1) * ldc + n) };
+    // and nothing writes them before the slice's last use.
+    let finished = |c: *mut f32, ldc: usize, i0: usize, rows: usize| unsafe {
+        std::slice::from_raw_parts(c.add(i0 * ldc), (rows - 1) * ldc + n)
+    };
     if k == 0 {
+        // Only a whole `c` comes here: `in_row_blocks` needs `b`'s packed floats.
+        let Rows::At(c, ldc) = out else { return };
         if !accumulate {
             for i in 0..m {
                 // SAFETY: row `i < m` of the block `c` gives exclusive access to.
@@ -146,7 +228,7 @@ unsafe fn blocks<K: Micro>(
             }
         }
         if let Some(f) = on_strip.as_mut() {
-            f(0, m, finished(0, m));
+            f(0, m, finished(c, ldc, 0, m));
         }
         return;
     }
@@ -163,6 +245,11 @@ unsafe fn blocks<K: Micro>(
     }
     let block_rows = whole.map_or(m, |(_, rows)| rows);
     for ic in (0..m).step_by(block_rows) {
+        // Where this block's rows go, and the row of `c` there holds.
+        let (c, ldc, row0) = match &mut out {
+            Rows::At(c, ldc) => (*c, *ldc, 0),
+            Rows::Block(rows) => (rows.as_mut_ptr(), n, ic),
+        };
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
             for pc in (0..k).step_by(KC) {
@@ -193,13 +280,13 @@ unsafe fn blocks<K: Micro>(
                     };
                     // SAFETY: forwarded from this function's contract; `bp` holds block
                     // `(jc, pc)` of `b` as packed above.
-                    unsafe { strip::<K>(a, b, c, ldc, task, bp, a_strip, block, ir, rows) };
+                    unsafe { strip::<K>(a, b, c, ldc, row0, task, bp, a_strip, block, ir, rows) };
                     // The last block of `b`'s columns and of `k`: these rows are done.
                     if jc + nc == n
                         && pc + kc == k
                         && let Some(f) = on_strip.as_mut()
                     {
-                        f(ir, rows, finished(ir, rows));
+                        f(ir, rows, finished(c, ldc, ir - row0, rows));
                     }
                 }
             }
@@ -218,7 +305,8 @@ struct Block {
     in_place: bool,
 }
 
-/// Rows `ir..ir + rows` of `c` through one block of `b`: a tile per panel.
+/// Rows `ir..ir + rows` of `c` through one block of `b`: a tile per panel. Row `i` of
+/// `c` is at `c + (i − row0)·ldc` (`row0` is 0 but in a block buffer of rows).
 ///
 /// # Safety
 /// As for `blocks`, with `bp` holding the block as `blocks` packed it (panels of `kc`
@@ -230,6 +318,7 @@ unsafe fn strip<K: Micro>(
     b: MatRef,
     c: *mut f32,
     ldc: usize,
+    row0: usize,
     task: Task,
     bp: &[f32],
     a_strip: Option<&[f32]>,
@@ -277,9 +366,10 @@ unsafe fn strip<K: Micro>(
         // holds `steps` rows of `nr` floats, `ldb` apart: packed, or (in place, full
         // panels only) `b[lo + p, jc + jr + j]` for `p < steps ≤ k - lo`, `j < nr = cols`,
         // inside the checked view of `b` (column stride 1). The tile `c[ir.., jc + jr..]`,
-        // `rows × cols`, lies in the block `c` gives exclusive access to.
+        // `rows × cols`, lies in the block `c` gives exclusive access to (a block
+        // buffer's row `ir - row0`: `row0 ≤ ir` and `ir + rows ≤ row0 + ` its rows).
         unsafe {
-            let tile = c.add(ir * ldc + jc + jr);
+            let tile = c.add((ir - row0) * ldc + jc + jr);
             K::tile(rows, cols, steps, strip, rs, cs, panel, ldb, tile, ldc, add)
         };
     }
@@ -304,6 +394,17 @@ fn a_packed<K: Micro>(a: MatRef, b: MatRef) -> bool {
 const A_PACK_MIN_STRIDE: usize = 256;
 /// The fewest panels of `b` (per block) that must read a strip for it to be copied.
 const A_PACK_MIN_PANELS: usize = 8;
+
+/// Whether products with an epilogue may run in blocks of rows (`sgemm_row_blocks`);
+/// `None` or `Some(true)`: wherever `in_row_blocks` allows.
+static ROW_BLOCKS: Forced = Forced::new();
+
+/// `Some(false)` keeps every product with an epilogue on a whole `c`, process-wide;
+/// `None` (or `Some(true)`) runs them in blocks of rows wherever the loop order allows
+/// (`sgemm_row_blocks`). For tests and benchmarks.
+pub fn force_row_blocks(allow: Option<bool>) {
+    ROW_BLOCKS.set(allow);
+}
 
 /// Whether every transposed `a`'s strips are copied; `None`: `a_packed`'s rule.
 static PACK_A: Forced = Forced::new();
@@ -504,5 +605,66 @@ mod tests {
         force_a_packing(Some(false));
         assert!(!a_packed::<Portable>(x_t, wide));
         force_a_packing(None);
+    }
+
+    #[test]
+    fn rows_come_in_blocks_only_where_all_of_b_is_packed_first() {
+        let _serial = crate::gemm::tests::KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        force_b_packing(None);
+        let (x, w) = (vec![0f32; 512 * 1024], vec![0f32; 1024 * 1024]);
+        let a = MatRef::row_major(&x[..512 * 256], 512, 256);
+        let (nr, mr) = (Portable::NR, Portable::MR);
+        let one_block = MatRef::row_major(&w[..256 * 256], 256, 256);
+        assert_eq!(
+            in_row_blocks::<Portable>(a, one_block, false),
+            Some((256 * 256, mr)),
+            "one strip a block"
+        );
+        let wide = MatRef::row_major(&w[..256 * 1024], 256, 1024);
+        let whole = whole_b::<Portable>(a, wide, true);
+        assert!(whole.is_some_and(|(len, rows)| len == 256 * 1024usize.div_ceil(nr) * nr && rows > mr));
+        assert_eq!(in_row_blocks::<Portable>(a, wide, false), whole, "whole_b's blocks of rows");
+        let deep = MatRef::row_major(&w[..1024 * 256], 1024, 256);
+        let a_deep = MatRef::row_major(&x, 512, 1024);
+        assert_eq!(in_row_blocks::<Portable>(a_deep, deep, false), None, "rows finish only at the last step");
+        assert_eq!(in_row_blocks::<Portable>(a, one_block, true), None, "adding to c needs all of it");
+        let short = MatRef::row_major(&x[..64 * 256], 64, 256);
+        assert_eq!(in_row_blocks::<Portable>(short, one_block, false), None, "b read in place");
+        force_row_blocks(Some(false));
+        assert_eq!(in_row_blocks::<Portable>(a, one_block, false), None, "forced off");
+        force_row_blocks(None);
+    }
+
+    #[test]
+    fn a_product_in_row_blocks_hands_every_row_once_in_order() {
+        let _serial = crate::gemm::tests::KERNEL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        force_b_packing(None);
+        // One block of `b` (one strip a block, an edge strip of 5 rows) and all of a
+        // wide `b` packed first (blocks of rows, an edge block), against a plain sum.
+        for &(m, k, n) in &[(2005, 37, 45), (601, 70, 1100)] {
+            let value = |i: usize, seed: usize| ((i * 7919 + seed) % 997) as f32 / 997.0 - 0.5;
+            let x: Vec<f32> = (0..m * k).map(|i| value(i, 1)).collect();
+            let y: Vec<f32> = (0..k * n).map(|i| value(i, 2)).collect();
+            let (a, b) = (MatRef::row_major(&x, m, k), MatRef::row_major(&y, k, n));
+            assert!(in_row_blocks::<Portable>(a, b, false).is_some(), "{m}×{k}×{n}");
+            let (mut got, mut next) = (vec![f32::NAN; m * n], 0);
+            let mut on_strip = |i0: usize, rows: usize, c_rows: &[f32]| {
+                assert_eq!(i0, next, "rows in order, each once");
+                got[i0 * n..(i0 + rows) * n].copy_from_slice(&c_rows[..rows * n]);
+                next = i0 + rows;
+            };
+            let task = crate::gemm::Task::plain(crate::gemm::Kernel::Portable);
+            // SAFETY: the portable kernel runs on any CPU.
+            assert!(unsafe { sgemm_row_blocks::<Portable>(a, b, task, &mut on_strip) });
+            assert_eq!(next, m);
+            for (i, &g) in got.iter().enumerate() {
+                let (r, j) = (i / n, i % n);
+                let want: f32 = (0..k).map(|p| x[r * k + p] * y[p * n + j]).sum();
+                assert!(
+                    (g - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{m}×{k}×{n} at ({r}, {j}): {g} vs {want}"
+                );
+            }
+        }
     }
 }
