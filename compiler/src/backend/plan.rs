@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use super::causal::Causal;
 use super::schedule::{Item, Level, Schedule, permute_source};
-use super::stage::{self, StagePlan};
+use super::stage::{self, HoistWhy, StagePlan};
 use crate::egraph::Sizes;
 use crate::ir::{Graph, ValueId};
 use crate::ops::{Op, swaps_last_two};
@@ -176,15 +176,26 @@ pub fn describe(p: &Program) -> String {
                 human(bytes(&sizes, g, id))
             );
         }
-        for &id in &hoisted {
-            let [h] = g.node(id).inputs[..] else { continue };
-            let _ = writeln!(
-                out,
-                "  computed in the forward pass: {} = gelu′({}), saved instead of {}: it shares GELU's tanh there",
-                name(g, id),
-                name(g, h),
-                name(g, h)
-            );
+        for h in &hoisted {
+            let instead: Vec<String> = h.instead_of.iter().map(|&x| name(g, x)).collect();
+            let _ = match h.why {
+                HoistWhy::SharesGeluTanh => writeln!(
+                    out,
+                    "  computed in the forward pass: {} = gelu′({}), saved instead of {}: it shares GELU's tanh there",
+                    name(g, h.value),
+                    instead.join(", "),
+                    instead.join(", ")
+                ),
+                HoistWhy::NoGradient => writeln!(
+                    out,
+                    "  computed in the forward pass: {} {} ({} ops, no gradient in it), saved instead of {}: \
+                     only products read it, so the backward pass would give it a loop of its own",
+                    name(g, h.value),
+                    g.shape(h.value),
+                    h.nodes.len(),
+                    instead.join(", ")
+                ),
+            };
         }
         let _ = writeln!(out, "  backward:");
         pass(&mut out, g, &backward, &sizes, &grad_roots);

@@ -90,7 +90,28 @@ pub struct StagePlan {
     pub saved: BTreeSet<ValueId>,
     pub recompute: BTreeSet<ValueId>,
     /// Backward values computed in the forward pass instead (`hoisted`).
-    pub hoisted: BTreeSet<ValueId>,
+    pub hoisted: Vec<Hoist>,
+}
+
+/// A backward value the forward pass computes and saves in place of what it reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hoist {
+    /// The value saved for the backward pass.
+    pub value: ValueId,
+    /// Every node moved to the forward pass: `value` and what it alone reads.
+    pub nodes: Vec<ValueId>,
+    /// The saved values it replaces (the backward pass no longer reads them).
+    pub instead_of: Vec<ValueId>,
+    pub why: HoistWhy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoistWhy {
+    /// `GELU′(h)` beside `GELU(h)`: the two share their tanh.
+    SharesGeluTanh,
+    /// No gradient in it, and only products read it: in the backward pass it would be
+    /// a loop of its own over saved values.
+    NoGradient,
 }
 
 /// The forward/backward split of a stage with a backward pass.
@@ -101,18 +122,21 @@ pub fn plan(stage: &Stage) -> Option<StagePlan> {
     grad_roots.extend(back.carry_grad);
     let all = g.ancestors(&grad_roots);
     let mut forward_set = g.ancestors(&[stage.output]);
-    let hoisted: BTreeSet<ValueId> = hoisted(g, &forward_set, &all).into_iter().collect();
-    for id in &hoisted {
+    let hoisted = hoisted(g, &forward_set, &all);
+    for id in hoisted.iter().flat_map(|h| &h.nodes) {
         forward_set[id.index()] = true;
     }
     let carry = stage.carry_in.as_ref().map(|c| c.1);
     let is_input = |id: ValueId| matches!(g.node(id).op, Op::Source(Source::Input { .. }));
     // The backward pass recomputes one-hots from their indices rather than saving a
     // `[N, V]` tensor of zeros and ones.
+    let read_backward = |id: ValueId| {
+        g.ids().any(|r| all[r.index()] && !forward_set[r.index()] && g.node(r).inputs.contains(&id))
+    };
     let recompute: BTreeSet<ValueId> = g
         .ids()
         .filter(|id| all[id.index()] && forward_set[id.index()])
-        .filter(|&id| matches!(g.node(id).op, Op::Index(IndexOp::OneHot { .. })))
+        .filter(|&id| matches!(g.node(id).op, Op::Index(IndexOp::OneHot { .. })) && read_backward(id))
         .collect();
     let backward_wanted: Vec<bool> =
         g.ids().map(|id| all[id.index()] && (!forward_set[id.index()] || recompute.contains(&id))).collect();
@@ -151,20 +175,28 @@ fn returned(stage: &Stage, grad: ValueId) -> ValueId {
     scattered(stage, grad).map_or(grad, |(rows, _)| rows)
 }
 
-/// Backward values computed in the forward pass instead: `GELU′(h)` where the
-/// forward pass computes `GELU(h)` and the backward pass reads `h`, a computed value
-/// (parameters and data are re-read, not saved), only through `GELU′`. Saving
-/// `GELU′(h)` instead of `h` costs the same bytes, and in the forward loop the two
-/// share their tanh, the costly part of each (`math::Arith`): the backward's GELU′
-/// epilogue becomes an elementwise product of two reads.
-fn hoisted(g: &Graph, forward_set: &[bool], all: &[bool]) -> Vec<ValueId> {
+/// Backward values computed in the forward pass instead, each saved in place of a
+/// saved value of the same size that the backward pass then no longer reads:
+///
+/// - `GELU′(h)` where the forward pass computes `GELU(h)` and the backward pass reads
+///   `h`, a computed value (parameters and data are re-read, not saved), only through
+///   `GELU′`. In the forward loop the two share their tanh, the costly part of each
+///   (`math::Arith`): the backward's GELU′ epilogue becomes an elementwise product of
+///   two reads.
+/// - A value with no gradient in it (`no_gradient`), read only by products: the
+///   softmax cross-entropy's `onehot − softmax`. In the backward pass it was a loop of
+///   its own, reading the saved softmax numerators and writing itself (a product takes
+///   no prologue); in the forward pass it joins the loop that makes its inputs, which
+///   then need not be written at all.
+fn hoisted(g: &Graph, forward_set: &[bool], all: &[bool]) -> Vec<Hoist> {
     let backward = |id: ValueId| all[id.index()] && !forward_set[id.index()];
-    let mut backward_readers: std::collections::BTreeMap<ValueId, usize> = std::collections::BTreeMap::new();
+    let mut backward_readers: std::collections::BTreeMap<ValueId, Vec<ValueId>> = Default::default();
     for id in g.ids().filter(|&id| backward(id)) {
         for &x in &g.node(id).inputs {
-            *backward_readers.entry(x).or_default() += 1;
+            backward_readers.entry(x).or_default().push(id);
         }
     }
+    let readers = |x: ValueId| backward_readers.get(&x).map_or(&[][..], Vec::as_slice);
     let gelu_of = |x: ValueId| {
         g.ids().any(|id| {
             forward_set[id.index()]
@@ -172,16 +204,75 @@ fn hoisted(g: &Graph, forward_set: &[bool], all: &[bool]) -> Vec<ValueId> {
                 && g.node(id).inputs[..] == [x]
         })
     };
-    g.ids()
+    // Values the backward pass would read from what the forward pass saved (one-hots
+    // are recomputed from their indices, never saved: `plan`).
+    let saved_computed = |x: ValueId| {
+        forward_set[x.index()] && !matches!(g.node(x).op, Op::Source(_) | Op::Index(IndexOp::OneHot { .. }))
+    };
+    let mut out: Vec<Hoist> = g
+        .ids()
         .filter(|&id| backward(id) && matches!(g.node(id).op, Op::Pointwise(Pointwise::GeluGrad)))
-        .filter(|&id| {
-            let [h] = g.node(id).inputs[..] else { return false };
-            forward_set[h.index()]
-                && !matches!(g.node(h).op, Op::Source(_))
-                && backward_readers.get(&h) == Some(&1)
-                && gelu_of(h)
+        .filter_map(|id| {
+            let [h] = g.node(id).inputs[..] else { return None };
+            (saved_computed(h) && readers(h).len() == 1 && gelu_of(h)).then(|| Hoist {
+                value: id,
+                nodes: vec![id],
+                instead_of: vec![h],
+                why: HoistWhy::SharesGeluTanh,
+            })
         })
-        .collect()
+        .collect();
+    let free = no_gradient(g, forward_set, &backward);
+    let is_product_read = |r: ValueId| match &g.node(r).op {
+        Op::Matmul => true,
+        Op::Layout(l) => !matches!(l, Layout::Broadcast { .. }) && !free[r.index()],
+        _ => false,
+    };
+    for value in g.ids().filter(|&id| free[id.index()]) {
+        if readers(value).is_empty() || !readers(value).iter().all(|&r| is_product_read(r)) {
+            continue;
+        }
+        // What it alone reads: free nodes under it none of whose readers lie outside.
+        let under = g.ancestors(&[value]);
+        let nodes: Vec<ValueId> = g.ids().filter(|&id| under[id.index()] && free[id.index()]).collect();
+        let inside = |r: &ValueId| nodes.contains(r);
+        if nodes.iter().any(|&n| n != value && !readers(n).iter().all(inside)) {
+            continue;
+        }
+        let mut leaves: Vec<ValueId> = nodes
+            .iter()
+            .flat_map(|&n| g.node(n).inputs.iter().copied())
+            .filter(|&x| saved_computed(x))
+            .collect();
+        leaves.sort();
+        leaves.dedup();
+        let instead_of: Vec<ValueId> =
+            leaves.into_iter().filter(|&x| readers(x).iter().all(inside)).collect();
+        if instead_of.iter().any(|&x| g.shape(x) == g.shape(value)) {
+            out.push(Hoist { value, nodes, instead_of, why: HoistWhy::NoGradient });
+        }
+    }
+    out
+}
+
+/// Backward values with no gradient in them: elementwise arithmetic, broadcasts and
+/// constants over forward values, so the forward pass could compute them. (Products
+/// and reductions are left where they are: moving them would move the backward pass.)
+fn no_gradient(g: &Graph, forward_set: &[bool], backward: &impl Fn(ValueId) -> bool) -> Vec<bool> {
+    let mut free = vec![false; forward_set.len()];
+    // Node ids are in topological order: inputs come first.
+    for id in g.ids().filter(|&id| backward(id)) {
+        let movable = matches!(
+            &g.node(id).op,
+            Op::Pointwise(_) | Op::Layout(Layout::Broadcast { .. }) | Op::Source(Source::Fill { .. })
+        );
+        free[id.index()] = movable
+            && g.node(id).inputs.iter().all(|&x| {
+                debug_assert!(x.index() < id.index(), "inputs before their readers");
+                forward_set[x.index()] || free[x.index()]
+            });
+    }
+    free
 }
 
 /// The forward pass's schedule.
@@ -587,13 +678,18 @@ fn node(
 mod tests {
     use super::*;
 
-    /// The GELU′ values each stage's forward pass computes for its backward pass.
-    fn hoisted_in(body: &str) -> Vec<usize> {
+    /// The values of kind `why` each stage's forward pass computes for its backward pass.
+    fn hoisted_of(body: &str, why: HoistWhy) -> Vec<usize> {
         let text = format!(
             "model M {{\n dims N = 8, D = 4;\n input x: [N, D];\n input t: index[N];\n param w: [D, D];\n {body}\n}}"
         );
         let compiled = crate::build::compile_text(&text, "m.adj").unwrap();
-        compiled.program.stages.iter().filter_map(plan).map(|p| p.hoisted.len()).collect()
+        let stages = compiled.program.stages.iter().filter_map(plan);
+        stages.map(|p| p.hoisted.iter().filter(|h| h.why == why).count()).collect()
+    }
+
+    fn hoisted_in(body: &str) -> Vec<usize> {
+        hoisted_of(body, HoistWhy::SharesGeluTanh)
     }
 
     #[test]
@@ -608,5 +704,25 @@ mod tests {
         // GELU of a parameter: the parameter is re-read, not saved, so nothing would
         // be saved in GELU′'s place.
         assert_eq!(hoisted_in("loss cross_entropy(x @ gelu(w), t);"), [0]);
+    }
+
+    #[test]
+    fn the_loss_gradient_with_no_gradient_in_it_moves_to_the_forward_pass() {
+        // cross_entropy's `onehot − softmax` is read by the products `dx = (…)·w` and
+        // `dw = xᵀ·(…)` only, and replaces the saved softmax numerators: computed forward.
+        let body = "loss cross_entropy(x @ w, t);";
+        assert_eq!(hoisted_of(body, HoistWhy::NoGradient), [1]);
+        let text = format!(
+            "model M {{\n dims N = 8, D = 4;\n input x: [N, D];\n input t: index[N];\n param w: [D, D];\n {body}\n}}"
+        );
+        let compiled = crate::build::compile_text(&text, "m.adj").unwrap();
+        let p = compiled.program.stages.iter().find_map(plan).unwrap();
+        let g = &compiled.program.stages.last().unwrap().graph;
+        let [h] = &p.hoisted[..] else { panic!("one value moved: {:?}", p.hoisted) };
+        assert!(p.saved.contains(&h.value) && h.instead_of.iter().all(|x| !p.saved.contains(x)));
+        assert!(h.instead_of.iter().any(|&x| g.shape(x) == g.shape(h.value)), "no more bytes saved");
+        // Read by a pointwise product with the upstream gradient (the softmax's own
+        // backward inside a model): it would join that loop, so it stays.
+        assert_eq!(hoisted_of("loss cross_entropy(softmax(x @ w) * 2.0, t);", HoistWhy::NoGradient), [0]);
     }
 }
