@@ -164,15 +164,22 @@ pub fn sgemm_rows_apart(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, structu
 /// `ldc` apart: exactly `m × n` floats when they are adjacent (`ldc = n`), at least
 /// `(m − 1)·ldc + n` otherwise.
 fn check_product(a: MatRef, b: MatRef, c: &[f32], ldc: usize) -> Result<()> {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.rows != k {
-        bail!("gemm: {m}×{k} · {}×{n} do not multiply", b.rows);
-    }
+    check_operands(a, b)?;
+    let (m, n) = (a.rows, b.cols);
     if ldc == n && c.len() != m * n {
         bail!("gemm: the output has {} elements, not {m}×{n}", c.len());
     }
     if ldc < n || (m > 0 && c.len() < (m - 1) * ldc + n) {
         bail!("gemm: {} elements do not hold {m} rows of {n}, {ldc} apart", c.len());
+    }
+    Ok(())
+}
+
+/// That `a` and `b` multiply and that each view lies inside its slice.
+fn check_operands(a: MatRef, b: MatRef) -> Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k {
+        bail!("gemm: {m}×{k} · {}×{n} do not multiply", b.rows);
     }
     a.check("left")?;
     b.check("right")
@@ -345,12 +352,8 @@ pub(crate) fn sgemm_strips(
     b: MatRef,
     on_strip: &mut dyn FnMut(usize, usize, &[f32]),
 ) -> Result<()> {
+    check_operands(a, b)?;
     let (m, n) = (a.rows, b.cols);
-    if b.rows != a.cols {
-        bail!("gemm: {m}×{} · {}×{n} do not multiply", a.cols, b.rows);
-    }
-    a.check("left")?;
-    b.check("right")?;
     if m == 0 {
         return Ok(());
     }

@@ -54,7 +54,7 @@ pub(crate) unsafe fn sgemm<K: Micro>(
 ) {
     let whole = whole_b::<K>(a, b, on_strip.is_some());
     // SAFETY: forwarded from this function's contract.
-    unsafe { with_buffers::<K>(a, b, Dest::At(c, ldc), task, whole, on_strip) }
+    unsafe { with_buffers::<K>(a, b, Some((c, ldc)), task, whole, on_strip) }
 }
 
 /// `c = a·b` on this thread with `c` never held whole: the product is run in blocks of
@@ -75,16 +75,8 @@ pub(crate) unsafe fn sgemm<K: Micro>(
 pub(crate) unsafe fn sgemm_row_blocks<K: Micro>(a: MatRef, b: MatRef, task: Task, on_strip: OnStrip) -> bool {
     let Some(whole) = in_row_blocks::<K>(a, b, task.accumulate) else { return false };
     // SAFETY: forwarded from this function's contract.
-    unsafe { with_buffers::<K>(a, b, Dest::RowBlocks, task, Some(whole), Some(on_strip)) };
+    unsafe { with_buffers::<K>(a, b, None, task, Some(whole), Some(on_strip)) };
     true
-}
-
-/// Where a product's `c` goes: rows `ldc` apart from a pointer, or a per-thread block
-/// buffer reused for each block of rows.
-#[derive(Clone, Copy)]
-enum Dest {
-    At(*mut f32, usize),
-    RowBlocks,
 }
 
 /// `(floats of b packed at once, rows a block)` for a product whose rows can be finished
@@ -101,15 +93,15 @@ fn in_row_blocks<K: Micro>(a: MatRef, b: MatRef, accumulate: bool) -> Option<(us
 }
 
 /// Runs the block loops with this thread's packing buffer, which holds the packed `b`
-/// (`whole`'s floats, or one block), one strip of `a`, and for `Dest::RowBlocks` one
-/// block of rows of `c`.
+/// (`whole`'s floats, or one block), one strip of `a`, and, where `c` is `None`, one
+/// block of rows of `c` (rows `ldc` apart from a pointer otherwise).
 ///
 /// # Safety
-/// As for `sgemm`; for `Dest::RowBlocks`, `whole` is `Some`.
+/// As for `sgemm`; where `c` is `None`, `whole` is `Some`.
 unsafe fn with_buffers<K: Micro>(
     a: MatRef,
     b: MatRef,
-    dest: Dest,
+    c: Option<(*mut f32, usize)>,
     task: Task,
     whole: Option<(usize, usize)>,
     on_strip: Option<OnStrip>,
@@ -126,10 +118,7 @@ unsafe fn with_buffers<K: Micro>(
         // after that, each from a cache line.
         let a_at = b_len.div_ceil(16) * 16;
         let c_at = a_at + K::MR * KC;
-        let c_len = match dest {
-            Dest::RowBlocks => whole.map_or(0, |(_, rows)| rows) * b.cols,
-            Dest::At(..) => 0,
-        };
+        let c_len = if c.is_none() { whole.map_or(0, |(_, rows)| rows) * b.cols } else { 0 };
         let need = c_at + c_len + 16;
         if packed.len() < need {
             packed.resize(need, 0.0);
@@ -137,9 +126,9 @@ unsafe fn with_buffers<K: Micro>(
         let align = packed.as_ptr().align_offset(64).min(16);
         let (bp, rest) = packed[align..].split_at_mut(a_at);
         let (ap, c_block) = rest.split_at_mut(c_at - a_at);
-        let out = match dest {
-            Dest::At(c, ldc) => Rows::At(c, ldc),
-            Dest::RowBlocks => Rows::Block(&mut c_block[..c_len]),
+        let out = match c {
+            Some((c, ldc)) => Rows::At(c, ldc),
+            None => Rows::Block(&mut c_block[..c_len]),
         };
         // SAFETY: forwarded from this function's contract (the CPU has `K`'s set).
         unsafe {

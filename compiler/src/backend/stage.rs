@@ -225,7 +225,8 @@ fn hoisted(g: &Graph, forward_set: &[bool], all: &[bool]) -> Vec<Hoist> {
     let free = no_gradient(g, forward_set, &backward);
     let is_product_read = |r: ValueId| match &g.node(r).op {
         Op::Matmul => true,
-        Op::Layout(l) => !matches!(l, Layout::Broadcast { .. }) && !free[r.index()],
+        // A broadcast of a free value is free itself; other layouts are read through.
+        Op::Layout(l) => !matches!(l, Layout::Broadcast { .. }),
         _ => false,
     };
     for value in g.ids().filter(|&id| free[id.index()]) {
@@ -678,12 +679,17 @@ fn node(
 mod tests {
     use super::*;
 
-    /// The values of kind `why` each stage's forward pass computes for its backward pass.
-    fn hoisted_of(body: &str, why: HoistWhy) -> Vec<usize> {
+    /// A one-stage model of `x`, `t` and `w` whose body is `body`.
+    fn compiled(body: &str) -> crate::driver::Compiled {
         let text = format!(
             "model M {{\n dims N = 8, D = 4;\n input x: [N, D];\n input t: index[N];\n param w: [D, D];\n {body}\n}}"
         );
-        let compiled = crate::build::compile_text(&text, "m.adj").unwrap();
+        crate::build::compile_text(&text, "m.adj").unwrap()
+    }
+
+    /// The values of kind `why` each stage's forward pass computes for its backward pass.
+    fn hoisted_of(body: &str, why: HoistWhy) -> Vec<usize> {
+        let compiled = compiled(body);
         let stages = compiled.program.stages.iter().filter_map(plan);
         stages.map(|p| p.hoisted.iter().filter(|h| h.why == why).count()).collect()
     }
@@ -712,10 +718,7 @@ mod tests {
         // `dw = xᵀ·(…)` only, and replaces the saved softmax numerators: computed forward.
         let body = "loss cross_entropy(x @ w, t);";
         assert_eq!(hoisted_of(body, HoistWhy::NoGradient), [1]);
-        let text = format!(
-            "model M {{\n dims N = 8, D = 4;\n input x: [N, D];\n input t: index[N];\n param w: [D, D];\n {body}\n}}"
-        );
-        let compiled = crate::build::compile_text(&text, "m.adj").unwrap();
+        let compiled = compiled(body);
         let p = compiled.program.stages.iter().find_map(plan).unwrap();
         let g = &compiled.program.stages.last().unwrap().graph;
         let [h] = &p.hoisted[..] else { panic!("one value moved: {:?}", p.hoisted) };
