@@ -147,8 +147,14 @@ impl Env {
         Ok(())
     }
 
-    /// Pass 2: checks every axis of `shape` against its size.
-    pub fn check_shape(&self, what: &str, want: &[Size], shape: &[usize]) -> Result<()> {
+    /// Pass 2: checks `shape`'s rank and every axis against its size. `what` names the
+    /// tensor in an error; it is formatted only then (the generated `bind` passes a
+    /// layer's names as `format_args!`, so a step's checks allocate nothing).
+    pub fn check_shape(&self, what: impl std::fmt::Display, want: &[Size], shape: &[usize]) -> Result<()> {
+        if want.len() != shape.len() {
+            let names: Vec<String> = want.iter().map(|s| show(s)).collect();
+            bail!("{what}: expected {} axes [{}], got shape {shape:?}", want.len(), names.join(", "));
+        }
         for (axis, (size, &got)) in want.iter().zip(shape).enumerate() {
             let expect = self.eval(size)?;
             if expect != got {
@@ -257,6 +263,10 @@ mod tests {
         let err = env.check_shape("x", &[BT], &[9]).unwrap_err();
         assert_eq!(err.message, "x: axis 0 should be B*T = 10, got 9");
         env.check_shape("x", &[BT], &[10]).unwrap();
+        // A missing or extra axis is an error, not a check of the axes both have.
+        let err = env.check_shape(format_args!("h{}.w", 3), &[BT], &[10, 1]).unwrap_err();
+        assert_eq!(err.message, "h3.w: expected 1 axes [B*T], got shape [10, 1]");
+        env.check_shape("x", &[BT, T], &[10]).unwrap_err();
     }
 
     #[test]

@@ -155,6 +155,17 @@ fn wrong_input_shapes_are_errors_naming_the_dimension() {
     missing.insert("wpe".into(), ArrayD::zeros(vec![4, 12]));
     let err = gpt::Params::from_named(missing, &sizes).unwrap_err().message;
     assert!(err.starts_with("3 problem(s)") && err.contains("`wte`") && err.contains("`extra`"), "{err}");
+    // A parameter with an axis too many is an error naming it, in a layer too, though
+    // its other axes have the right sizes.
+    let mut extra_axis = params.clone();
+    extra_axis.h[0].attn_wq = ArrayD::zeros(vec![12, 12, 1]);
+    let inputs = gpt::Inputs { tokens: targets.view(), targets: targets.view() };
+    let err = gpt::loss(&extra_axis, &inputs).unwrap_err().message;
+    assert_eq!(err, "h0.attn.wq: expected 2 axes [D, D], got shape [12, 12, 1]");
+    let mut missing_axis = params.clone();
+    missing_axis.lnf_g = ArrayD::zeros(vec![]);
+    let err = gpt::loss(&missing_axis, &inputs).unwrap_err().message;
+    assert_eq!(err, "lnf.g: expected 1 axes [D], got shape []");
 }
 
 #[test]

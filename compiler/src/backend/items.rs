@@ -153,7 +153,7 @@ pub fn emit(p: &Program, cx: &Emit) -> TokenStream {
                         return Err(::adjoint::Error::new(::std::format!(#layers_msg, params.#vf.len(), __env.eval(#count)?)));
                     }
                     for (__i, __l) in params.#vf.iter().enumerate() {
-                        #(__env.check_shape(&::std::format!(#fmt, __i), #shapes, __l.#mf.shape())?;)*
+                        #(__env.check_shape(::std::format_args!(#fmt, __i), #shapes, __l.#mf.shape())?;)*
                     }
                 });
             }
