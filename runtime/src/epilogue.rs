@@ -18,8 +18,9 @@
 
 use rayon::prelude::*;
 
+use crate::column_sums::{Partials, Sums};
 use crate::error::{Result, bail};
-use crate::fused::{run_chunk, split_outputs, take_rows};
+use crate::fused::{RowBody, run_chunk, split_outputs, take_rows};
 use crate::gemm::{MatRef, sgemm_strips};
 use crate::math::Arith;
 use crate::ops::{Operand, Real};
@@ -41,6 +42,34 @@ pub fn product_rows<const K: usize, F>(
 where
     F: Fn(usize, &[f32], [&mut [f32]; K], &mut [f32], Arith) + Sync,
 {
+    product_rows_with_sums(
+        a,
+        pa,
+        b,
+        pb,
+        scratch_rows,
+        outs,
+        [],
+        #[inline(always)]
+        |r, c_row, outs, [], scratch, arith| body(r, c_row, outs, scratch, arith),
+    )
+}
+
+/// `product_rows` with column sums, as `fused::rows_with_sums` adds them.
+#[allow(clippy::too_many_arguments)]
+pub fn product_rows_with_sums<const K: usize, const A: usize, F>(
+    a: &Real,
+    pa: &[usize],
+    b: &Real,
+    pb: &[usize],
+    scratch_rows: usize,
+    outs: [(&mut [f32], usize); K],
+    sums: [(&mut [f32], usize); A],
+    body: F,
+) -> Result<()>
+where
+    F: Fn(usize, &[f32], [&mut [f32]; K], [&mut [f32]; A], &mut [f32], Arith) + Sync,
+{
     let (av, bv) = (Operand::new(a, pa)?, Operand::new(b, pb)?);
     if av.shape.len() != 2 || bv.shape.len() != 2 || av.shape[1] != bv.shape[0] {
         bail!("product epilogue: shapes {:?} and {:?} are not a 2-D product", &av.shape[..], &bv.shape[..]);
@@ -51,22 +80,31 @@ where
     if by_columns {
         // Split by columns as a plain product is, then the body over the finished rows.
         let mut c = crate::pool::take(m * n);
-        let done = crate::gemm::sgemm(a_mat, b_mat, &mut c)
-            .and_then(|()| crate::fused::rows(m, n, scratch_rows, outs, with_row(&body, &c, 0, n)));
+        let done = crate::gemm::sgemm(a_mat, b_mat, &mut c).and_then(|()| {
+            crate::fused::rows_with_sums(m, n, scratch_rows, outs, sums, with_row(&body, &c, 0, n))
+        });
         crate::pool::give(c);
         return done;
     }
     let (mut bufs, per_row) = split_outputs(m, outs)?;
-    // Whole 8-row strips per thread, so each thread's strips are the GEMM's strips.
+    let mut partials = Partials::new(m, &sums)?;
+    let (mut rest, layout) = partials.parts();
+    // Whole 8-row strips per thread, so each thread's strips are the GEMM's strips (and
+    // its rows start a block of the column sums' partials, `column_sums::BLOCK`).
     let per_chunk = m.div_ceil(chunks).div_ceil(8) * 8;
     let mut tasks = Vec::with_capacity(chunks);
     let mut start = 0;
     while start < m {
         let end = (start + per_chunk).min(m);
-        tasks.push((start, end, take_rows(&mut bufs, &per_row, end - start)));
+        tasks.push((
+            start,
+            end,
+            take_rows(&mut bufs, &per_row, end - start),
+            layout.cursor(&mut rest, start, end),
+        ));
         start = end;
     }
-    let run = |(r0, r1, mut part): (usize, usize, [&mut [f32]; K])| -> Result<()> {
+    let run = |(r0, r1, mut part, mut sums_part): (usize, usize, [&mut [f32]; K], Sums<A>)| -> Result<()> {
         let a_rows =
             MatRef { data: a_mat.data.get(r0 * a_mat.row_stride..).unwrap_or(&[]), rows: r1 - r0, ..a_mat };
         // Scratch rows are written before they are read: a pooled buffer will do.
@@ -79,6 +117,7 @@ where
                 first + rows,
                 outs_rows,
                 &per_row,
+                &mut sums_part,
                 &mut scratch,
                 &with_row(&body, c_rows, first, n),
             );
@@ -87,11 +126,13 @@ where
         crate::pool::give(scratch);
         done
     };
-    if tasks.len() == 1 {
+    let done = if tasks.len() == 1 {
         tasks.into_iter().try_for_each(run)
     } else {
         tasks.into_par_iter().try_for_each(run)
-    }
+    };
+    partials.finish(sums);
+    done
 }
 
 /// How an `m × k × n` product with an epilogue is split over `threads`: the number of
@@ -104,17 +145,17 @@ fn split(m: usize, k: usize, n: usize, threads: usize) -> (usize, bool) {
 
 /// The loop body for rows from `first`, handed its row of `c_rows` (rows `n` apart).
 #[inline(always)]
-fn with_row<'a, const K: usize, F>(
+fn with_row<'a, const K: usize, const A: usize, F>(
     body: &'a F,
     c_rows: &'a [f32],
     first: usize,
     n: usize,
-) -> impl Fn(usize, [&mut [f32]; K], &mut [f32], Arith) + 'a
+) -> impl RowBody<K, A> + 'a
 where
-    F: Fn(usize, &[f32], [&mut [f32]; K], &mut [f32], Arith),
+    F: Fn(usize, &[f32], [&mut [f32]; K], [&mut [f32]; A], &mut [f32], Arith),
 {
     #[inline(always)]
-    move |r, outs, scratch, arith| body(r, &c_rows[(r - first) * n..][..n], outs, scratch, arith)
+    move |r, outs, sums, scratch, arith| body(r, &c_rows[(r - first) * n..][..n], outs, sums, scratch, arith)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use crate::column_sums::{self, Partials, Sums};
 use crate::error::{Result, bail};
 use crate::math::Arith;
 use crate::ops::{Index, Real};
@@ -155,23 +156,55 @@ pub fn rows<const K: usize, F>(
 where
     F: Fn(usize, [&mut [f32]; K], &mut [f32], Arith) + Sync,
 {
+    rows_with_sums(
+        rows,
+        width,
+        scratch_rows,
+        outs,
+        [],
+        #[inline(always)]
+        |r, outs, [], scratch, arith| body(r, outs, scratch, arith),
+    )
+}
+
+/// `rows`, with `A` column sums besides: `sums[k].0` (`sums[k].1` floats) ends up
+/// holding the sum over all rows of what `body` adds into its `k`th sum row (handed
+/// after the outputs), in a fixed order whatever the thread count (`column_sums`).
+pub fn rows_with_sums<const K: usize, const A: usize, F>(
+    rows: usize,
+    width: usize,
+    scratch_rows: usize,
+    outs: [(&mut [f32], usize); K],
+    sums: [(&mut [f32], usize); A],
+    body: F,
+) -> Result<()>
+where
+    F: Fn(usize, [&mut [f32]; K], [&mut [f32]; A], &mut [f32], Arith) + Sync,
+{
     let (mut bufs, per_row) = split_outputs(rows, outs)?;
+    let mut partials = Partials::new(rows, &sums)?;
     let threads = crate::gemm::threads().max(1);
     let work = rows * width.max(1);
     let chunks = if work < PARALLEL_MIN_ELEMENTS || rows < 2 { 1 } else { threads.min(rows) };
-    let per_chunk = rows.div_ceil(chunks.max(1)).max(1);
+    let mut per_chunk = rows.div_ceil(chunks.max(1)).max(1);
+    if A > 0 {
+        // Each thread's rows start a block of partial sums.
+        per_chunk = per_chunk.next_multiple_of(column_sums::BLOCK);
+    }
     let mut tasks = Vec::with_capacity(chunks);
+    let (mut rest, layout) = partials.parts();
     let mut start = 0;
     while start < rows {
         let end = (start + per_chunk).min(rows);
         let part = take_rows(&mut bufs, &per_row, end - start);
-        tasks.push((start, end, part));
+        let sums_part = layout.cursor(&mut rest, start, end);
+        tasks.push((start, end, part, sums_part));
         start = end;
     }
-    let run = |(r0, r1, part): (usize, usize, [&mut [f32]; K])| {
+    let run = |(r0, r1, part, mut sums_part): (usize, usize, [&mut [f32]; K], Sums<A>)| {
         // Scratch rows are written before they are read: a pooled buffer will do.
         let mut scratch = crate::pool::take(scratch_rows * width);
-        run_chunk(r0, r1, part, &per_row, &mut scratch, &body);
+        run_chunk(r0, r1, part, &per_row, &mut sums_part, &mut scratch, &body);
         crate::pool::give(scratch);
     };
     if tasks.len() == 1 {
@@ -179,7 +212,19 @@ where
     } else {
         tasks.into_par_iter().for_each(run);
     }
+    partials.finish(sums);
     Ok(())
+}
+
+/// A loop body as `rows_with_sums` runs it: row, outputs, column sums, scratch, arithmetic.
+pub(crate) trait RowBody<const K: usize, const A: usize>:
+    Fn(usize, [&mut [f32]; K], [&mut [f32]; A], &mut [f32], Arith)
+{
+}
+
+impl<const K: usize, const A: usize, F> RowBody<K, A> for F where
+    F: Fn(usize, [&mut [f32]; K], [&mut [f32]; A], &mut [f32], Arith)
+{
 }
 
 /// A loop's outputs as buffers and their widths, each checked to hold `rows` rows.
@@ -213,19 +258,20 @@ pub(crate) fn take_rows<'a, const K: usize>(
 }
 
 /// Rows `r0..r1` of a loop on this thread, in the best build the CPU has.
-pub(crate) fn run_chunk<const K: usize, F>(
+pub(crate) fn run_chunk<const K: usize, const A: usize, F>(
     r0: usize,
     r1: usize,
     part: [&mut [f32]; K],
     per_row: &[usize; K],
+    sums: &mut Sums<A>,
     scratch: &mut [f32],
     body: &F,
 ) where
-    F: Fn(usize, [&mut [f32]; K], &mut [f32], Arith),
+    F: Fn(usize, [&mut [f32]; K], [&mut [f32]; A], &mut [f32], Arith),
 {
     in_best_build(
         #[inline(always)]
-        |arith| chunk(r0, r1, part, per_row, scratch, body, arith),
+        |arith| chunk(r0, r1, part, per_row, sums, scratch, body, arith),
     )
 }
 
@@ -260,20 +306,22 @@ pub(crate) fn in_best_build<R>(f: impl FnOnce(Arith) -> R) -> R {
 /// The rows `r0..r1`, in order; inlined into each dispatch variant so the loop body is
 /// compiled once per instruction set.
 #[inline(always)]
-fn chunk<const K: usize, F>(
+#[allow(clippy::too_many_arguments)]
+fn chunk<const K: usize, const A: usize, F>(
     r0: usize,
     r1: usize,
     mut part: [&mut [f32]; K],
     per_row: &[usize; K],
+    sums: &mut Sums<A>,
     scratch: &mut [f32],
     body: &F,
     arith: Arith,
 ) where
-    F: Fn(usize, [&mut [f32]; K], &mut [f32], Arith),
+    F: Fn(usize, [&mut [f32]; K], [&mut [f32]; A], &mut [f32], Arith),
 {
     for r in r0..r1 {
         let row = take_rows(&mut part, per_row, 1);
-        body(r, row, scratch, arith);
+        body(r, row, sums.row(r), scratch, arith);
     }
 }
 

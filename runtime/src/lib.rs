@@ -91,6 +91,7 @@
 // Generated code says `::adjoint::...`; this lets the crate's own tests use it too.
 extern crate self as adjoint;
 
+mod column_sums;
 pub mod dims;
 pub mod epilogue;
 pub mod error;

@@ -138,7 +138,7 @@ impl Causal {
         }
         group.members.iter().all(|&m| {
             let out_ok = !s.is_needed(m)
-                || s.member(m).map(|x| x.1) == Some(Level::Row)
+                || matches!(s.member(m).map(|x| x.1), Some(Level::Row | Level::Col))
                 || self.facts[m.index()].zero_above
                 || self.lower_only[m.index()];
             let operand = || self.facts[g.node(m).inputs[0].index()];

@@ -93,6 +93,7 @@ pub fn emit_group(
     // ---- passes ----
     let mut pass: BTreeMap<ValueId, usize> = BTreeMap::new(); // Elem members
     let mut avail: BTreeMap<ValueId, usize> = BTreeMap::new(); // Row members
+    let mut col_pass: BTreeMap<ValueId, usize> = BTreeMap::new(); // Col members: added to in this pass
     for &m in members {
         let ready = |r: &Read| match r {
             Read::Member(x) => pass.get(x).or(avail.get(x)).copied().unwrap_or(0),
@@ -113,13 +114,24 @@ pub fn emit_group(
                 };
                 avail.insert(m, a);
             }
+            // Added to in the pass that computes its operand (a leaf's row: the first).
+            Level::Col => {
+                col_pass.insert(m, all_reads[&m].iter().map(ready).max().unwrap_or(0));
+            }
         }
     }
-    let passes =
-        pass.values().copied().max().map_or(0, |p| p + 1).max(avail.values().copied().max().unwrap_or(0));
+    let passes = pass
+        .values()
+        .chain(col_pass.values())
+        .copied()
+        .max()
+        .map_or(0, |p| p + 1)
+        .max(avail.values().copied().max().unwrap_or(0));
 
     // ---- buffers ----
-    let outputs: Vec<ValueId> = members.iter().copied().filter(|&m| s.is_needed(m)).collect();
+    let outputs: Vec<ValueId> =
+        members.iter().copied().filter(|&m| s.is_needed(m) && level(m) != Level::Col).collect();
+    let sums: Vec<ValueId> = members.iter().copied().filter(|&m| level(m) == Level::Col).collect();
     let mut buffer: BTreeMap<ValueId, Buffer> = BTreeMap::new();
     for (i, &m) in outputs.iter().enumerate() {
         if level(m) == Level::Elem {
@@ -132,7 +144,8 @@ pub fn emit_group(
         for r in &all_reads[&u] {
             if let Read::Member(x) = r
                 && level(*x) == Level::Elem
-                && (matches!(g.node(u).op, Op::Reduce(_)) || pass.get(&u).is_some_and(|p| *p > pass[x]))
+                && ((level(u) == Level::Row && matches!(g.node(u).op, Op::Reduce(_)))
+                    || pass.get(&u).is_some_and(|p| *p > pass[x]))
             {
                 kept.insert(*x);
             }
@@ -147,7 +160,8 @@ pub fn emit_group(
     // Reductions of non-members that are not contiguous rows get a scratch row too.
     let mut reduce_scratch: BTreeMap<ValueId, usize> = BTreeMap::new();
     for &m in members {
-        if matches!(g.node(m).op, Op::Reduce(_))
+        if level(m) == Level::Row
+            && matches!(g.node(m).op, Op::Reduce(_))
             && avail[&m] == 1
             && !matches!(all_reads[&m][0], Read::Member(_))
         {
@@ -265,6 +279,7 @@ pub fn emit_group(
                     let b = buffer_ident(&buffer[x]);
                     quote!(#b[__c])
                 }
+                Level::Col => unreachable!("nothing in a loop reads its column sums"),
             },
             Read::Fill(f) => match &g.node(*f).op {
                 Op::Source(Source::Fill { value, .. }) => {
@@ -341,6 +356,11 @@ pub fn emit_group(
                 lines.push(quote!(#b[__c] = #v;));
             }
         }
+        for (i, &m) in sums.iter().enumerate().filter(|(_, m)| col_pass[*m] == p) {
+            let a = format_ident!("__a{}", i);
+            let value = operand(&all_reads[&m][0], Some(p));
+            lines.push(quote!(#a[__c] += #value;));
+        }
         if p == 0 {
             for (&m, &j) in &reduce_scratch {
                 let b = buffer_ident(&Buffer::Scratch(j));
@@ -388,8 +408,13 @@ pub fn emit_group(
     let hoisted = hoist.lines;
     let lead_line = if lead_dims.is_empty() { quote!() } else { quote!(let __lead = [#(#lead_dims),*];) };
     let outs = quote!([#((::adjoint::fused::write(&mut #out_locals)?, #widths)),*]);
+    let sum_locals: Vec<Ident> = sums.iter().map(|&m| (names.local)(m)).collect();
+    let sum_shapes: Vec<TokenStream> = sums.iter().map(|&m| cx.shape(&dims_of(g, m))).collect();
+    let sum_idents: Vec<Ident> = (0..sums.len()).map(|i| format_ident!("__a{}", i)).collect();
+    let sums_arg = quote!([#((::adjoint::fused::write(&mut #sum_locals)?, __n)),*]);
     let row_body = quote! {
         #(#reslice)*
+        #(let #sum_idents = &mut #sum_idents[..__n];)*
         #scratch_lines
         #(#per_row)*
         #(#body)*
@@ -398,6 +423,25 @@ pub fn emit_group(
     // The product's shape gives the rows of an epilogue.
     let rows_line = if epilogue.is_none() { quote!(let __rows: usize = #rows;) } else { quote!() };
     let call = match epilogue {
+        // Column sums: the same call with their partial rows after the outputs.
+        None if !sums.is_empty() => quote! {
+            ::adjoint::fused::rows_with_sums(
+                __rows, __n, #scratch, #outs, #sums_arg,
+                #[inline(always)]
+                |__r, [#(#out_idents),*], [#(#sum_idents),*], __scratch, __arith| { #row_body },
+            )?;
+        },
+        Some(e) if !sums.is_empty() => {
+            let operands = &e.call;
+            quote! {
+                // The product, each row handed to the loop body as soon as it is done.
+                ::adjoint::epilogue::product_rows_with_sums(
+                    #operands, #scratch, #outs, #sums_arg,
+                    #[inline(always)]
+                    |__r, __prod: &[f32], [#(#out_idents),*], [#(#sum_idents),*], __scratch, __arith| { #row_body },
+                )?;
+            }
+        }
         // Inlined into each instruction-set build of the row driver.
         None => quote! {
             ::adjoint::fused::rows(
@@ -420,6 +464,7 @@ pub fn emit_group(
     };
     quote! {
         #(let mut #out_locals = ::adjoint::fused::output(#out_shapes)?;)*
+        #(let mut #sum_locals = ::adjoint::fused::output(#sum_shapes)?;)*
         {
             let __n: usize = #n;
             #rows_line

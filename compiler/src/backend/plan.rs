@@ -50,8 +50,13 @@ fn pass(out: &mut String, g: &Graph, s: &Schedule, sizes: &Sizes, roots: &[Value
             Item::Group(gi) => {
                 loops += 1;
                 let group = &s.groups[gi];
-                let rows: Vec<&ValueId> =
-                    group.members.iter().filter(|&&m| s.member(m).map(|x| x.1) == Some(Level::Row)).collect();
+                let level_count =
+                    |l: Level| group.members.iter().filter(|&&m| s.member(m).map(|x| x.1) == Some(l)).count();
+                let sums = match level_count(Level::Col) {
+                    0 => String::new(),
+                    1 => ", 1 column sum added up as the rows go by".to_string(),
+                    k => format!(", {k} column sums added up as the rows go by"),
+                };
                 let writes: Vec<String> = group
                     .members
                     .iter()
@@ -70,10 +75,10 @@ fn pass(out: &mut String, g: &Graph, s: &Schedule, sizes: &Sizes, roots: &[Value
                 };
                 let _ = writeln!(
                     out,
-                    "    loop over {} ({} ops, {} row values): writes {}{epilogue}",
+                    "    loop over {} ({} ops, {} row values{sums}): writes {}{epilogue}",
                     g.shape(group.space),
                     group.members.len(),
-                    rows.len(),
+                    level_count(Level::Row),
                     writes.join(", ")
                 );
             }

@@ -30,6 +30,11 @@ pub enum Level {
     Elem,
     /// One value per row (the space without its last axis).
     Row,
+    /// One value per column, summed over the rows of a 2-D space: a column sum of an
+    /// elementwise member, added up as the rows go by (`fused::rows_with_sums`) instead
+    /// of a kernel reading the member back. Nothing in the group reads it: it is whole
+    /// only after the last row.
+    Col,
 }
 
 /// One step of the generated code.
@@ -162,7 +167,7 @@ pub fn through_layout(
 fn operand_coords(g: &Graph, id: ValueId, level: Level, lead: usize) -> Vec<Vec<usize>> {
     let node = g.node(id);
     let all: Vec<usize> = match level {
-        Level::Elem => (0..=lead).collect(),
+        Level::Elem | Level::Col => (0..=lead).collect(),
         Level::Row => (0..lead).collect(),
     };
     match &node.op {
@@ -184,6 +189,7 @@ fn fusible(g: &Graph, id: ValueId) -> Option<Vec<Level>> {
         Op::Reduce(Reduce::Sum { axis } | Reduce::Max { axis }) if *axis + 1 == rank(g, node.inputs[0]) => {
             Some(vec![Level::Row])
         }
+        Op::Reduce(Reduce::Sum { axis: 0 }) if rank(g, node.inputs[0]) == 2 => Some(vec![Level::Col]),
         _ => None,
     }
 }
@@ -241,6 +247,8 @@ pub fn reads(g: &Graph, s: &Schedule, gi: usize, id: ValueId, level: Level) -> O
                 let want: Vec<usize> = match bl {
                     Level::Elem => (0..=lead).collect(),
                     Level::Row => (0..lead).collect(),
+                    // Whole only after the last row.
+                    Level::Col => return None,
                 };
                 if coords != want {
                     return None;
@@ -259,6 +267,16 @@ pub fn reads(g: &Graph, s: &Schedule, gi: usize, id: ValueId, level: Level) -> O
             _ if coords.contains(&lead) && coords.last() != Some(&lead) => return None,
             _ => Read::Leaf { base, coords, col },
         };
+        // A column sum adds up an elementwise member, or a tensor read row by row.
+        if level == Level::Col
+            && !match &read {
+                Read::Member(m) => s.member(*m).map(|x| x.1) == Some(Level::Elem),
+                Read::Leaf { coords, .. } => coords[..] == [0, 1],
+                _ => false,
+            }
+        {
+            return None;
+        }
         // A row value cannot read anything that varies along the row.
         if level == Level::Row
             && !matches!(g.node(id).op, Op::Reduce(_))
@@ -298,6 +316,7 @@ fn place(
                 (Op::Reduce(_), _) => g.shape(g.node(id).inputs[0]) == space,
                 (_, Level::Elem) => shape == space,
                 (_, Level::Row) => space.rank() >= 1 && shape.0[..] == space.0[..space.rank() - 1],
+                (_, Level::Col) => false,
             };
             if !fits {
                 continue;
@@ -320,6 +339,11 @@ fn place(
 
 /// A new group for `id`: its space and level.
 fn new_space(g: &Graph, id: ValueId, levels: &[Level]) -> Option<(ValueId, Level)> {
+    // A column sum on its own is `ops::sum`, which keeps columns in registers down the
+    // rows: only one of a value a loop computes anyway is worth fusing.
+    if levels == [Level::Col] {
+        return None;
+    }
     if let Op::Reduce(_) = g.node(id).op {
         return Some((g.node(id).inputs[0], Level::Row));
     }
