@@ -52,7 +52,8 @@ impl<const A: usize> Partials<A> {
         let mut at = 0;
         for ((out, _), &w) in sums.into_iter().zip(&self.widths) {
             out.fill(0.0);
-            for block in self.buf.chunks_exact(self.total) {
+            // `max(1)`: with no columns at all there is nothing to add (and no chunks).
+            for block in self.buf.chunks_exact(self.total.max(1)) {
                 out.iter_mut().zip(&block[at..at + w]).for_each(|(o, &x)| *o += x);
             }
             at += w;
@@ -174,6 +175,12 @@ mod tests {
                 force_path(None);
             }
         }
+        // No columns, or no rows: the sums are empty, or zeros.
+        let mut none: [f32; 0] = [];
+        rows_with_sums(5, 0, 0, [], [(&mut none[..], 0)], |_, [], [_], _, _| {}).unwrap();
+        let mut zeros = [f32::NAN; 3];
+        rows_with_sums(0, 3, 0, [], [(&mut zeros[..], 3)], |_, [], [_], _, _| {}).unwrap();
+        assert_eq!(zeros, [0.0; 3]);
         let mut short = [0f32; 2];
         let e = rows_with_sums(4, 3, 0, [], [(&mut short[..], 3)], |_, [], [_], _, _| {}).unwrap_err();
         assert!(e.message.contains("column sum 0 has 2 elements, expected 3"), "{e}");
