@@ -210,7 +210,10 @@ pub fn schedule(g: &Graph, wanted: &[bool], leaf: &dyn Fn(ValueId) -> bool, root
             && !leaf(id)
             && let Some(levels) = fusible(g, id)
         {
-            if let Some((gi, level)) = place(g, &s, &upstream, id, &levels) {
+            let placed = place(g, &s, &upstream, id, &levels).or_else(|| {
+                (levels == [Level::Col]).then(|| beside_a_reader(g, &s, &upstream, id)).flatten()
+            });
+            if let Some((gi, level)) = placed {
                 s.membership.insert(id, (gi, level));
                 s.groups[gi].members.push(id);
                 up.insert(gi);
@@ -335,6 +338,31 @@ fn place(
         }
     }
     None
+}
+
+/// For a column sum of a tensor no loop computes: the first group that already reads
+/// that tensor row by row over the same space, so the sum costs no pass of its own
+/// (a layernorm's `colsum(dx̂)` beside the loop reading the product `dx̂`).
+fn beside_a_reader(
+    g: &Graph,
+    s: &Schedule,
+    upstream: &[BTreeSet<usize>],
+    id: ValueId,
+) -> Option<(usize, Level)> {
+    let input = g.node(id).inputs[0];
+    (0..s.groups.len()).find_map(|gi| {
+        if g.shape(s.groups[gi].space) != g.shape(input) {
+            return None;
+        }
+        let [Read::Leaf { base, .. }] = &reads(g, s, gi, id, Level::Col)?[..] else { return None };
+        let reads_it = s.groups[gi].members.iter().any(|&m| {
+            let level = s.member(m).map_or(Level::Elem, |x| x.1);
+            reads(g, s, gi, m, level).unwrap_or_default().iter().any(|r| {
+                matches!(r, Read::Leaf { base: b, coords, col: None } if b == base && coords[..] == [0, 1])
+            })
+        });
+        (reads_it && !upstream[base.index()].contains(&gi)).then_some((gi, Level::Col))
+    })
 }
 
 /// A new group for `id`: its space and level.
