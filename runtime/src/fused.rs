@@ -28,7 +28,7 @@ use crate::ops::{Index, Real};
 /// waking the pool costs more than it saves. Measured (`gpt bench`, interleaved): at
 /// 2^15 the tiny config's 128×256 loops went to the pool and its step took 1.92–2.12 ms,
 /// at 2^17 1.51–1.56 ms; the small config's step did not move beyond noise.
-const PARALLEL_MIN_ELEMENTS: usize = 1 << 17;
+pub(crate) const PARALLEL_MIN_ELEMENTS: usize = 1 << 17;
 
 /// The builds of a fused loop, from the most portable up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

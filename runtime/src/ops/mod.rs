@@ -136,21 +136,36 @@ pub fn sum(a: &Real, axis: usize) -> Result<Real> {
 /// build the CPU has (the baseline build adds 4 floats at a time and goes through
 /// `dst` in memory for every row; this one keeps 64 columns in registers down all the
 /// rows: tiny config, per-statement harness, the bias gradients' sums 0.043 → 0.022–0.024 ms
-/// of core time a step).
+/// of core time a step). A large block is split by columns over the pool (each column
+/// still one in-order sum, so the bits do not depend on the split): in a whole-batch
+/// step a sum on one thread left the other core idle (GPT-2's bias gradients).
 fn column_sums(block: &[f32], inner: usize, dst: &mut [f32]) {
+    const W: usize = 64;
+    let threads = crate::gemm::threads().max(1);
+    if threads == 1 || block.len() < crate::fused::PARALLEL_MIN_ELEMENTS || inner < 2 * W {
+        return column_range(block, inner, 0, dst);
+    }
+    use rayon::prelude::*;
+    let cols = inner.div_ceil(threads).next_multiple_of(W);
+    dst.par_chunks_mut(cols).enumerate().for_each(|(i, part)| column_range(block, inner, i * cols, part));
+}
+
+/// Columns `first..first + dst.len()` of `column_sums`, in the best build.
+fn column_range(block: &[f32], inner: usize, first: usize, dst: &mut [f32]) {
     crate::fused::in_best_build(
         #[inline(always)]
-        |_| column_sums_body(block, inner, dst),
+        |_| column_sums_body(block, inner, first, dst),
     )
 }
 
-/// `column_sums`' loops, inlined into each build.
+/// `column_range`'s loops, inlined into each build.
 #[inline(always)]
-fn column_sums_body(block: &[f32], inner: usize, dst: &mut [f32]) {
+fn column_sums_body(block: &[f32], inner: usize, first: usize, dst: &mut [f32]) {
     const W: usize = 64;
     let rows = block.len() / inner;
-    let mut j0 = 0;
-    while j0 + W <= inner {
+    let end = first + dst.len();
+    let mut j0 = first;
+    while j0 + W <= end {
         let mut acc: [f32; W] = block[j0..j0 + W].try_into().expect("W floats");
         for r in 1..rows {
             let row: &[f32; W] = block[r * inner + j0..][..W].try_into().expect("W floats");
@@ -158,14 +173,14 @@ fn column_sums_body(block: &[f32], inner: usize, dst: &mut [f32]) {
                 *a += x;
             }
         }
-        dst[j0..j0 + W].copy_from_slice(&acc);
+        dst[j0 - first..j0 - first + W].copy_from_slice(&acc);
         j0 += W;
     }
-    if j0 < inner {
-        let dst = &mut dst[j0..inner];
-        dst.copy_from_slice(&block[j0..inner]);
+    if j0 < end {
+        let dst = &mut dst[j0 - first..];
+        dst.copy_from_slice(&block[j0..end]);
         for row in block[inner..].chunks_exact(inner) {
-            dst.iter_mut().zip(&row[j0..]).for_each(|(d, &x)| *d += x);
+            dst.iter_mut().zip(&row[j0..end]).for_each(|(d, &x)| *d += x);
         }
     }
 }
@@ -411,6 +426,23 @@ mod tests {
     }
 
     #[test]
+    fn large_column_sums_split_between_threads_give_the_serial_bits() {
+        // Above the size at which the columns are split over the pool, with a remainder
+        // past the last whole 64-column block.
+        let (rows, cols) = (300, 1000);
+        let a =
+            Real::from_shape_fn(IxDyn(&[rows, cols]), |i| ((i[0] * 7919 + i[1] * 31) % 1009) as f32 / 97.0);
+        let serial = crate::parallel::serial(|| sum(&a, 0).unwrap());
+        let want = a.sum_axis(Axis(0));
+        assert!(serial.iter().zip(&want).all(|(x, y)| (x - y).abs() <= 1e-3 * y.abs()));
+        for threads in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let split = pool.install(|| sum(&a, 0).unwrap());
+            assert!(split.iter().zip(&serial).all(|(x, y)| x.to_bits() == y.to_bits()), "{threads} threads");
+        }
+    }
+
+    #[test]
     fn sums_along_every_axis_match_ndarray() {
         let shapes = [
             vec![7usize],
@@ -440,7 +472,7 @@ mod tests {
                 let (mut best, mut baseline) = (vec![0f32; inner], vec![0f32; inner]);
                 if rows > 0 {
                     column_sums(&data[..rows * inner], inner, &mut best);
-                    column_sums_body(&data[..rows * inner], inner, &mut baseline);
+                    column_sums_body(&data[..rows * inner], inner, 0, &mut baseline);
                     assert_eq!(best, baseline, "{shape:?}");
                 }
             }
