@@ -57,14 +57,11 @@ fn run() -> Result<(), String> {
         [c, s] => (c.as_str(), s.parse::<usize>().map_err(|_| usage.to_string())?),
         _ => return Err(usage.into()),
     };
-    // `workload.py`'s CONFIGS: B, then T, D, H, F, L, V.
-    let (b, sizes) = match config {
-        "tiny" => (4, [32, 64, 2, 256, 2, 256]),
-        "small" => (8, [128, 256, 4, 1024, 4, 2048]),
-        "gpt2" => (4, [64, 768, 12, 3072, 12, 50257]),
-        _ => return Err(usage.into()),
+    let Some(&(_, [b, t, d, h, f, l, v])) = adjoint_examples::GPT_CONFIGS.iter().find(|c| c.0 == config)
+    else {
+        return Err(usage.into());
     };
-    let (t, v) = (sizes[0], sizes[5]);
+    let sizes = [t, d, h, f, l, v];
     let tokens = ArrayD::from_shape_fn(vec![b, t], |ix| ((ix[0] * 7919 + ix[1] * 104_729) % v) as i32);
     let targets = ArrayD::from_shape_fn(vec![b, t], |ix| ((ix[0] * 31 + ix[1] * 17 + 5) % v) as i32);
     let mut old_step = side!(old, sizes, &tokens, &targets);

@@ -15,6 +15,13 @@ macro_rules! say {
 
 pub mod train;
 
+/// The benchmark's configurations, `workload.py`'s CONFIGS: (name, [B, T, d, H, F, L, V]).
+pub const GPT_CONFIGS: &[(&str, [usize; 7])] = &[
+    ("tiny", [4, 32, 64, 2, 256, 2, 256]),
+    ("small", [8, 128, 256, 4, 1024, 4, 2048]),
+    ("gpt2", [4, 64, 768, 12, 3072, 12, 50257]),
+];
+
 use std::collections::BTreeMap;
 
 use adjoint_compiler::autodiff;

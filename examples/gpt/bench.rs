@@ -18,13 +18,6 @@ use crate::gpt;
 
 type Res<T> = Result<T, String>;
 
-/// `workload.py`'s CONFIGS: (name, B, T, d, H, F, L, V).
-const CONFIGS: &[(&str, [usize; 7])] = &[
-    ("tiny", [4, 32, 64, 2, 256, 2, 256]),
-    ("small", [8, 128, 256, 4, 1024, 4, 2048]),
-    ("gpt2", [4, 64, 768, 12, 3072, 12, 50257]),
-];
-
 const LR: f32 = 1e-3;
 
 /// `gpt bench`'s options (the command line's, through clap).
@@ -144,8 +137,9 @@ fn alternate(spec: &str) -> Res<(String, [String; 2], [Setting; 2])> {
 }
 
 pub fn run(o: &Options) -> Res<()> {
-    let Some(&(name, [b, t, d, h, f, l, v])) = CONFIGS.iter().find(|c| c.0 == o.config) else {
-        let names: Vec<&str> = CONFIGS.iter().map(|c| c.0).collect();
+    let Some(&(name, [b, t, d, h, f, l, v])) = adjoint_examples::GPT_CONFIGS.iter().find(|c| c.0 == o.config)
+    else {
+        let names: Vec<&str> = adjoint_examples::GPT_CONFIGS.iter().map(|c| c.0).collect();
         return Err(format!("unknown config `{}`; one of {}", o.config, names.join(", ")));
     };
     if o.steps == 0 {

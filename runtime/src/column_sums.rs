@@ -18,93 +18,74 @@ use crate::error::{Result, bail};
 /// threads in a loop that sums columns (`fused::rows_with_sums`, `epilogue`).
 pub const BLOCK: usize = 8;
 
-/// The partial sums of a loop's column sums: `blocks` rows of `total` floats (each
-/// sum's `widths[k]` columns side by side), from a pooled buffer.
+/// The partial sums of a loop's column sums: for sum `k`, one row of `widths[k]` floats
+/// per block of rows, from a pooled buffer.
 pub(crate) struct Partials<const A: usize> {
-    buf: Vec<f32>,
+    bufs: [Vec<f32>; A],
     widths: [usize; A],
-    total: usize,
 }
 
 impl<const A: usize> Partials<A> {
     /// Room for the partials of `rows` rows, after checking each output holds its width.
     pub(crate) fn new(rows: usize, sums: &[(&mut [f32], usize); A]) -> Result<Partials<A>> {
-        let mut widths = [0; A];
         for (k, (out, w)) in sums.iter().enumerate() {
             if out.len() != *w {
                 bail!("fused loop: column sum {k} has {} elements, expected {w}", out.len());
             }
-            widths[k] = *w;
         }
-        let total = widths.iter().sum::<usize>();
+        let widths = std::array::from_fn(|k| sums[k].1);
         // Every block's partials are zeroed by its first row before they are added to.
-        let buf = if total == 0 { Vec::new() } else { crate::pool::take(rows.div_ceil(BLOCK) * total) };
-        Ok(Partials { buf, widths, total })
+        let bufs = std::array::from_fn(|k| crate::pool::take(rows.div_ceil(BLOCK) * widths[k]));
+        Ok(Partials { bufs, widths })
     }
 
-    /// The buffer and how its rows are laid out, for [`Layout::cursor`] to split.
-    pub(crate) fn parts(&mut self) -> (&mut [f32], Layout<A>) {
-        (&mut self.buf, Layout { widths: self.widths, total: self.total })
+    /// Each sum's partials, for [`Sums::split_off`] to hand out by thread.
+    pub(crate) fn parts(&mut self) -> Sums<'_, A> {
+        Sums { partials: self.bufs.each_mut().map(|b| &mut b[..]), widths: self.widths, first_block: 0 }
     }
 
-    /// Adds the blocks' partials, in block order, into each output.
+    /// Adds each sum's partials, in block order (`ops::column_sums`), into its output.
     pub(crate) fn finish(self, sums: [(&mut [f32], usize); A]) {
-        let mut at = 0;
-        for ((out, _), &w) in sums.into_iter().zip(&self.widths) {
-            out.fill(0.0);
-            // `max(1)`: with no columns at all there is nothing to add (and no chunks).
-            for block in self.buf.chunks_exact(self.total.max(1)) {
-                out.iter_mut().zip(&block[at..at + w]).for_each(|(o, &x)| *o += x);
+        for ((out, w), buf) in sums.into_iter().zip(self.bufs) {
+            if buf.is_empty() {
+                out.fill(0.0);
+            } else {
+                crate::ops::column_sums(&buf, w, out);
             }
-            at += w;
+            crate::pool::give(buf);
         }
-        crate::pool::give(self.buf);
     }
 }
 
-/// Each sum's width in a row of partials, and their total.
-#[derive(Clone, Copy)]
-pub(crate) struct Layout<const A: usize> {
-    widths: [usize; A],
-    total: usize,
-}
-
-impl<const A: usize> Layout<A> {
-    /// Splits the partials of rows `first..end` (`first` a multiple of [`BLOCK`]) off
-    /// the front of `rest`, for the thread that runs those rows.
-    pub(crate) fn cursor<'a>(self, rest: &mut &'a mut [f32], first: usize, end: usize) -> Sums<'a, A> {
-        debug_assert!(A == 0 || first.is_multiple_of(BLOCK), "a thread's rows start a block");
-        let len = ((end.div_ceil(BLOCK) - first / BLOCK) * self.total).min(rest.len());
-        let (head, tail) = std::mem::take(rest).split_at_mut(len);
-        *rest = tail;
-        Sums { partials: head, widths: self.widths, total: self.total, first_block: first / BLOCK }
-    }
-}
-
-/// One thread's view of the partials: the block of each row it runs, in row order.
+/// The partials of a run of rows: the block of each row, in row order.
 pub(crate) struct Sums<'a, const A: usize> {
-    partials: &'a mut [f32],
+    partials: [&'a mut [f32]; A],
     widths: [usize; A],
-    total: usize,
     first_block: usize,
 }
 
-impl<const A: usize> Sums<'_, A> {
+impl<'a, const A: usize> Sums<'a, A> {
+    /// The partials of rows `first..end` (`first` a multiple of [`BLOCK`]: the first row
+    /// this run has left), split off its front for the thread that runs those rows.
+    pub(crate) fn split_off(&mut self, first: usize, end: usize) -> Sums<'a, A> {
+        debug_assert!(A == 0 || first.is_multiple_of(BLOCK), "a thread's rows start a block");
+        let blocks = end.div_ceil(BLOCK) - first / BLOCK;
+        let partials = crate::fused::take_rows(&mut self.partials, &self.widths, blocks);
+        Sums { partials, widths: self.widths, first_block: first / BLOCK }
+    }
+
     /// Row `r`'s partial sums (its block's), zeroed at the block's first row.
     #[inline(always)]
     pub(crate) fn row(&mut self, r: usize) -> [&mut [f32]; A] {
-        if A == 0 {
-            return std::array::from_fn(|_| <&mut [f32]>::default());
-        }
-        let block = &mut self.partials[(r / BLOCK - self.first_block) * self.total..][..self.total];
-        if r.is_multiple_of(BLOCK) {
-            block.fill(0.0);
-        }
-        let mut rest = block;
-        std::array::from_fn(|k| {
-            let (head, tail) = std::mem::take(&mut rest).split_at_mut(self.widths[k]);
-            rest = tail;
-            head
+        let (block, fresh) = (r / BLOCK - self.first_block, r.is_multiple_of(BLOCK));
+        let mut widths = self.widths.into_iter();
+        self.partials.each_mut().map(|partials| {
+            let w = widths.next().unwrap_or(0);
+            let row = &mut partials[block * w..][..w];
+            if fresh {
+                row.fill(0.0);
+            }
+            row
         })
     }
 }

@@ -135,10 +135,7 @@ impl Env {
 
     /// Pass 1: binds every axis of `shape` that is a bare symbol; checks the rank.
     pub fn bind_shape(&mut self, what: &str, want: &[Size], shape: &[usize]) -> Result<()> {
-        if want.len() != shape.len() {
-            let names: Vec<String> = want.iter().map(|s| show(s)).collect();
-            bail!("{what}: expected {} axes [{}], got shape {shape:?}", want.len(), names.join(", "));
-        }
+        check_rank(&what, want, shape)?;
         for (size, &got) in want.iter().zip(shape) {
             if let [(1, 1, [(sym, 1)])] = size {
                 self.bind(sym, got, what)?;
@@ -151,10 +148,7 @@ impl Env {
     /// tensor in an error; it is formatted only then (the generated `bind` passes a
     /// layer's names as `format_args!`, so a step's checks allocate nothing).
     pub fn check_shape(&self, what: impl std::fmt::Display, want: &[Size], shape: &[usize]) -> Result<()> {
-        if want.len() != shape.len() {
-            let names: Vec<String> = want.iter().map(|s| show(s)).collect();
-            bail!("{what}: expected {} axes [{}], got shape {shape:?}", want.len(), names.join(", "));
-        }
+        check_rank(&what, want, shape)?;
         for (axis, (size, &got)) in want.iter().zip(shape).enumerate() {
             let expect = self.eval(size)?;
             if expect != got {
@@ -242,6 +236,15 @@ pub fn check_names(
     } else {
         Err(Error::new(format!("{} problem(s):\n  {}", problems.len(), problems.join("\n  "))))
     }
+}
+
+/// `shape` has as many axes as `want` sizes them, else an error naming `what`.
+fn check_rank(what: &dyn std::fmt::Display, want: &[Size], shape: &[usize]) -> Result<()> {
+    if want.len() != shape.len() {
+        let names: Vec<String> = want.iter().map(|s| show(s)).collect();
+        bail!("{what}: expected {} axes [{}], got shape {shape:?}", want.len(), names.join(", "));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

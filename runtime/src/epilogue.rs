@@ -18,9 +18,9 @@
 
 use rayon::prelude::*;
 
-use crate::column_sums::{Partials, Sums};
+use crate::column_sums::Partials;
 use crate::error::{Result, bail};
-use crate::fused::{RowBody, run_chunk, split_outputs, take_rows};
+use crate::fused::{RowBody, RowRun, row_runs, run_chunk, split_outputs, take_rows};
 use crate::gemm::{MatRef, sgemm_strips};
 use crate::math::Arith;
 use crate::ops::{Operand, Real};
@@ -86,25 +86,13 @@ where
         crate::pool::give(c);
         return done;
     }
-    let (mut bufs, per_row) = split_outputs(m, outs)?;
+    let (bufs, per_row) = split_outputs(m, outs)?;
     let mut partials = Partials::new(m, &sums)?;
-    let (mut rest, layout) = partials.parts();
     // Whole 8-row strips per thread, so each thread's strips are the GEMM's strips (and
     // its rows start a block of the column sums' partials, `column_sums::BLOCK`).
     let per_chunk = m.div_ceil(chunks).div_ceil(8) * 8;
-    let mut tasks = Vec::with_capacity(chunks);
-    let mut start = 0;
-    while start < m {
-        let end = (start + per_chunk).min(m);
-        tasks.push((
-            start,
-            end,
-            take_rows(&mut bufs, &per_row, end - start),
-            layout.cursor(&mut rest, start, end),
-        ));
-        start = end;
-    }
-    let run = |(r0, r1, mut part, mut sums_part): (usize, usize, [&mut [f32]; K], Sums<A>)| -> Result<()> {
+    let tasks = row_runs(m, per_chunk, bufs, &per_row, &mut partials);
+    let run = |RowRun { first: r0, end: r1, outs: mut part, mut sums }: RowRun<K, A>| -> Result<()> {
         let a_rows =
             MatRef { data: a_mat.data.get(r0 * a_mat.row_stride..).unwrap_or(&[]), rows: r1 - r0, ..a_mat };
         // Scratch rows are written before they are read: a pooled buffer will do.
@@ -117,7 +105,7 @@ where
                 first + rows,
                 outs_rows,
                 &per_row,
-                &mut sums_part,
+                &mut sums,
                 &mut scratch,
                 &with_row(&body, c_rows, first, n),
             );

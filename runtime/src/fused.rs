@@ -181,7 +181,7 @@ pub fn rows_with_sums<const K: usize, const A: usize, F>(
 where
     F: Fn(usize, [&mut [f32]; K], [&mut [f32]; A], &mut [f32], Arith) + Sync,
 {
-    let (mut bufs, per_row) = split_outputs(rows, outs)?;
+    let (bufs, per_row) = split_outputs(rows, outs)?;
     let mut partials = Partials::new(rows, &sums)?;
     let threads = crate::gemm::threads().max(1);
     let work = rows * width.max(1);
@@ -191,20 +191,11 @@ where
         // Each thread's rows start a block of partial sums.
         per_chunk = per_chunk.next_multiple_of(column_sums::BLOCK);
     }
-    let mut tasks = Vec::with_capacity(chunks);
-    let (mut rest, layout) = partials.parts();
-    let mut start = 0;
-    while start < rows {
-        let end = (start + per_chunk).min(rows);
-        let part = take_rows(&mut bufs, &per_row, end - start);
-        let sums_part = layout.cursor(&mut rest, start, end);
-        tasks.push((start, end, part, sums_part));
-        start = end;
-    }
-    let run = |(r0, r1, part, mut sums_part): (usize, usize, [&mut [f32]; K], Sums<A>)| {
+    let tasks = row_runs(rows, per_chunk, bufs, &per_row, &mut partials);
+    let run = |mut run: RowRun<K, A>| {
         // Scratch rows are written before they are read: a pooled buffer will do.
         let mut scratch = crate::pool::take(scratch_rows * width);
-        run_chunk(r0, r1, part, &per_row, &mut sums_part, &mut scratch, &body);
+        run_chunk(run.first, run.end, run.outs, &per_row, &mut run.sums, &mut scratch, &body);
         crate::pool::give(scratch);
     };
     if tasks.len() == 1 {
@@ -225,6 +216,35 @@ pub(crate) trait RowBody<const K: usize, const A: usize>:
 impl<const K: usize, const A: usize, F> RowBody<K, A> for F where
     F: Fn(usize, [&mut [f32]; K], [&mut [f32]; A], &mut [f32], Arith)
 {
+}
+
+/// One thread's run of a loop's rows, `first..end`: its rows of every output and its
+/// column sums' partials.
+pub(crate) struct RowRun<'a, const K: usize, const A: usize> {
+    pub first: usize,
+    pub end: usize,
+    pub outs: [&'a mut [f32]; K],
+    pub sums: Sums<'a, A>,
+}
+
+/// Rows `0..rows` in runs of `per_run` rows (the last shorter), one for each thread.
+pub(crate) fn row_runs<'a, const K: usize, const A: usize>(
+    rows: usize,
+    per_run: usize,
+    mut bufs: [&'a mut [f32]; K],
+    per_row: &[usize; K],
+    partials: &'a mut Partials<A>,
+) -> Vec<RowRun<'a, K, A>> {
+    let mut rest = partials.parts();
+    let mut runs = Vec::with_capacity(rows.div_ceil(per_run.max(1)));
+    let mut first = 0;
+    while first < rows {
+        let end = (first + per_run).min(rows);
+        let outs = take_rows(&mut bufs, per_row, end - first);
+        runs.push(RowRun { first, end, outs, sums: rest.split_off(first, end) });
+        first = end;
+    }
+    runs
 }
 
 /// A loop's outputs as buffers and their widths, each checked to hold `rows` rows.

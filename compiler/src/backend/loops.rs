@@ -422,42 +422,33 @@ pub fn emit_group(
     };
     // The product's shape gives the rows of an epilogue.
     let rows_line = if epilogue.is_none() { quote!(let __rows: usize = #rows;) } else { quote!() };
+    // Column sums: the `_with_sums` form of the call, their partial rows after the outputs.
+    let (with_sums, sums_arg, sums_param) = if sums.is_empty() {
+        ("", quote!(), quote!())
+    } else {
+        ("_with_sums", quote!(#sums_arg,), quote!([#(#sum_idents),*],))
+    };
     let call = match epilogue {
-        // Column sums: the same call with their partial rows after the outputs.
-        None if !sums.is_empty() => quote! {
-            ::adjoint::fused::rows_with_sums(
-                __rows, __n, #scratch, #outs, #sums_arg,
-                #[inline(always)]
-                |__r, [#(#out_idents),*], [#(#sum_idents),*], __scratch, __arith| { #row_body },
-            )?;
-        },
-        Some(e) if !sums.is_empty() => {
-            let operands = &e.call;
+        // Inlined into each instruction-set build of the row driver.
+        None => {
+            let driver = format_ident!("rows{with_sums}");
             quote! {
-                // The product, each row handed to the loop body as soon as it is done.
-                ::adjoint::epilogue::product_rows_with_sums(
-                    #operands, #scratch, #outs, #sums_arg,
+                ::adjoint::fused::#driver(
+                    __rows, __n, #scratch, #outs, #sums_arg
                     #[inline(always)]
-                    |__r, __prod: &[f32], [#(#out_idents),*], [#(#sum_idents),*], __scratch, __arith| { #row_body },
+                    |__r, [#(#out_idents),*], #sums_param __scratch, __arith| { #row_body },
                 )?;
             }
         }
-        // Inlined into each instruction-set build of the row driver.
-        None => quote! {
-            ::adjoint::fused::rows(
-                __rows, __n, #scratch, #outs,
-                #[inline(always)]
-                |__r, [#(#out_idents),*], __scratch, __arith| { #row_body },
-            )?;
-        },
         Some(e) => {
             let operands = &e.call;
+            let driver = format_ident!("product_rows{with_sums}");
             quote! {
                 // The product, each row handed to the loop body as soon as it is done.
-                ::adjoint::epilogue::product_rows(
-                    #operands, #scratch, #outs,
+                ::adjoint::epilogue::#driver(
+                    #operands, #scratch, #outs, #sums_arg
                     #[inline(always)]
-                    |__r, __prod: &[f32], [#(#out_idents),*], __scratch, __arith| { #row_body },
+                    |__r, __prod: &[f32], [#(#out_idents),*], #sums_param __scratch, __arith| { #row_body },
                 )?;
             }
         }

@@ -31,9 +31,9 @@ pub enum Level {
     /// One value per row (the space without its last axis).
     Row,
     /// One value per column, summed over the rows of a 2-D space: a column sum of an
-    /// elementwise member, added up as the rows go by (`fused::rows_with_sums`) instead
-    /// of a kernel reading the member back. Nothing in the group reads it: it is whole
-    /// only after the last row.
+    /// elementwise member or of a tensor the loop reads row by row, added up as the rows
+    /// go by (`fused::rows_with_sums`) instead of a kernel reading it back. Nothing in
+    /// the group reads it: it is whole only after the last row.
     Col,
 }
 

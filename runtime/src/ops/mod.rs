@@ -132,6 +132,9 @@ pub fn sum(a: &Real, axis: usize) -> Result<Real> {
     ArrayD::from_shape_vec(IxDyn(&out_shape), out).map_err(shape_err("sum"))
 }
 
+/// Columns `column_sums` keeps in registers down the rows.
+const W: usize = 64;
+
 /// `dst[j] = Σ_r block[r·inner + j]`, each column summed in row order, in the best
 /// build the CPU has (the baseline build adds 4 floats at a time and goes through
 /// `dst` in memory for every row; this one keeps 64 columns in registers down all the
@@ -139,8 +142,7 @@ pub fn sum(a: &Real, axis: usize) -> Result<Real> {
 /// of core time a step). A large block is split by columns over the pool (each column
 /// still one in-order sum, so the bits do not depend on the split): in a whole-batch
 /// step a sum on one thread left the other core idle (GPT-2's bias gradients).
-fn column_sums(block: &[f32], inner: usize, dst: &mut [f32]) {
-    const W: usize = 64;
+pub(crate) fn column_sums(block: &[f32], inner: usize, dst: &mut [f32]) {
     let threads = crate::gemm::threads().max(1);
     if threads == 1 || block.len() < crate::fused::PARALLEL_MIN_ELEMENTS || inner < 2 * W {
         return column_range(block, inner, 0, dst);
@@ -161,7 +163,6 @@ fn column_range(block: &[f32], inner: usize, first: usize, dst: &mut [f32]) {
 /// `column_range`'s loops, inlined into each build.
 #[inline(always)]
 fn column_sums_body(block: &[f32], inner: usize, first: usize, dst: &mut [f32]) {
-    const W: usize = 64;
     let rows = block.len() / inner;
     let end = first + dst.len();
     let mut j0 = first;
